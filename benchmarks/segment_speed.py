@@ -1,0 +1,84 @@
+"""Speed and peak memory of the whole ``cellgen segment`` pipeline (read, infer, blend,
+post-process, measure, write), run as a subprocess under ``/usr/bin/time``-style
+accounting (peak RSS from ``resource.getrusage`` of the child).
+
+    python benchmarks/segment_speed.py                 # the 165-slice Lucchi volume
+    python benchmarks/segment_speed.py --big 2         # a ~2 GB stack tiled from it
+
+The big stack is written zlib-compressed (so it is read page by page, not memory
+mapped) to a temporary folder and removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lucchi"
+
+
+def run_cli(args: list[str]) -> dict:
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "napari_cellgen.cli", *args], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        raise SystemExit(f"cellgen failed:\n{proc.stderr[-2000:]}")
+    return {"wall_s": wall, "peak_rss_mb_max_child": usage.ru_maxrss / 1024, "stderr_tail": proc.stderr[-300:]}
+
+
+def make_big(path: Path, gb: float) -> tuple[int, int, int]:
+    src = tifffile.imread(DATA / "training.tif")
+    ny, nx = 3, 4  # 2304 x 4096 per slice
+    h, w = src.shape[1] * ny, src.shape[2] * nx
+    nz = int(np.ceil(gb * 1e9 / (h * w)))
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        for z in range(nz):
+            s = src[z % len(src)]
+            plane = np.block([[np.flip(s, axis=(i + j) % 2) for j in range(nx)] for i in range(ny)])
+            tw.write(plane, compression="zlib", contiguous=False, photometric="minisblack")
+    return nz, h, w
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--big", type=float, default=0, help="also segment a stack of this many GB")
+    ap.add_argument("--model", default="mito-unet")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/segment_speed.json"))
+    args = ap.parse_args(argv)
+    res = {"machine": f"{os.cpu_count()} cores", "torch_threads": os.environ.get("OMP_NUM_THREADS", "default")}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.big:
+            big = tmp / "big.tif"
+            shape = make_big(big, args.big)
+            r = run_cli(["segment", str(big), "-o", str(tmp / "big_labels.tif"), "--model", args.model,
+                         "--quiet"])
+            vox = int(np.prod(shape))
+            res["big"] = {"shape": shape, "gigabytes": vox / 1e9, **r, "mpix_per_s": vox / 1e6 / r["wall_s"]}
+        else:
+            vol = DATA / "training.tif"
+            shape = tifffile.TiffFile(vol).series[0].shape
+            r = run_cli(["segment", str(vol), "-o", str(tmp / "labels.tif"), "--csv", str(tmp / "o.csv"),
+                         "--model", args.model, "--quiet"])
+            vox = int(np.prod(shape))
+            res["lucchi"] = {"shape": list(shape), **r, "mpix_per_s": vox / 1e6 / r["wall_s"]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    old = json.loads(args.out.read_text()) if args.out.exists() else {}
+    old.update(res)
+    args.out.write_text(json.dumps(old, indent=2))
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Train the shipped default segmenter ("mito-unet") on the Lucchi training volume.
+
+Slices 0-139 train, the last 25 (140-164) validate (a contiguous block, never
+used for training). The best checkpoint by validation IoU is written to OUT and
+can be copied into ``src/napari_cellgen/_data/models/mito-unet``.
+
+    python benchmarks/train_default.py --out runs/mito-unet --steps 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import tifffile
+
+from napari_cellgen._progress import run
+from napari_cellgen.train.loop import TrainConfig, train_segmenter
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lucchi"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--out", type=Path, default=Path("runs/mito-unet"))
+    ap.add_argument("--steps", type=int, default=10000)
+    ap.add_argument("--batch", type=int, default=12)
+    ap.add_argument("--patch", type=int, default=128)
+    ap.add_argument("--base", type=int, default=16)
+    ap.add_argument("--val-every", type=int, default=500)
+    ap.add_argument("--n-val", type=int, default=25)
+    ap.add_argument("--n-train", type=int, default=None, help="use only the first N slices (smoke tests)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args(argv)
+
+    img = tifffile.imread(args.data / "training.tif")
+    gt = tifffile.imread(args.data / "training_groundtruth.tif")
+    n = img.shape[0]
+    val = list(range(n - args.n_val, n))
+    train = list(range(0, args.n_train or (n - args.n_val)))
+    cfg = TrainConfig(
+        steps=args.steps, batch=args.batch, patch=args.patch, base=args.base, val_every=args.val_every,
+        seed=args.seed, name="mito-unet", lr=2e-3,
+        notes={"data": "EPFL/Lucchi training volume", "train_slices_list": f"{train[0]}-{train[-1]}",
+               "val_slices_list": f"{val[0]}-{val[-1]}"},
+    )
+    t0 = time.time()
+    log = open(args.out.with_suffix(".log"), "a") if args.out.parent.exists() else sys.stdout
+
+    def cb(p):
+        if p.info and ("val_iou" in p.info or p.done % 100 == 0):
+            print(json.dumps({"step": p.done, "t": round(time.time() - t0, 1), **p.info}), file=log, flush=True)
+
+    card = run(train_segmenter([(img, gt, train)], args.out, cfg, val_pairs=[(img, gt, val)],
+                               resume=args.resume), cb)
+    print(json.dumps({"done": True, "time_s": time.time() - t0, "metrics": card.get("metrics")}), file=log,
+          flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""The "Segment" dock widget: image layer + model + options -> a Labels layer with features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSlider,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
+
+from ._layers import layer_array, pixel_size_of, put_labels
+
+
+def _model_choices(_widget=None):
+    from ..models.store import list_models
+
+    return list(list_models())
+
+
+def run_segmentation(viewer, layer, options, *, on_progress=None, on_done=None, on_error=None):
+    """Start a thread worker segmenting ``layer``; returns the (started) worker."""
+    from napari.qt.threading import create_worker
+    from napari.utils.notifications import show_error, show_info
+
+    from ..segment.pipeline import segment_iter
+
+    if layer is None:
+        raise ValueError("select an image layer to segment")
+    if getattr(layer, "rgb", False):
+        raise ValueError(f"{layer.name!r} is an RGB image: convert it to grayscale first")
+    data = layer_array(layer)
+    pixel_size = pixel_size_of(layer)
+    worker = create_worker(segment_iter, data, options, pixel_size=pixel_size, _start_thread=False)
+
+    def returned(res):
+        table = res.table or {}
+        features = {"index": table["label"], **table} if table else None
+        meta = {"cellgen_model": res.card.get("name"), "cellgen_model_path": res.card.get("path"),
+                "pixel_size_nm": pixel_size}
+        out, replaced = put_labels(viewer, f"{layer.name} mitochondria", res.labels, scale=layer.scale,
+                                   features=features, metadata=meta)
+        show_info(f"{res.n_objects} mitochondria in {out.name!r}" + (" (updated)" if replaced else ""))
+        if on_done:
+            on_done(out)
+
+    def errored(exc):
+        show_error(f"Segmentation failed: {exc}")
+        if on_error:
+            on_error(exc)
+
+    worker.returned.connect(returned)
+    worker.errored.connect(errored)
+    if on_progress:
+        worker.yielded.connect(on_progress)
+    worker.start()
+    return worker
+
+
+class SegmentWidget(Container):
+    """Segment mitochondria in the chosen image layer with a shipped or user model."""
+
+    def __init__(self, viewer: "napari.viewer.Viewer"):  # noqa: F821
+        super().__init__(labels=True)
+        import napari
+
+        self._viewer = viewer
+        self._worker = None
+        self.image = create_widget(annotation=napari.layers.Image, label="image")
+        self.model = ComboBox(label="model", choices=_model_choices)
+        self.model_dir = FileEdit(label="or checkpoint", mode="d", value="",
+                                  tooltip="a model folder with model.safetensors + card.json")
+        self.threshold = FloatSlider(label="threshold", min=0.05, max=0.95, step=0.05, value=0.5)
+        self.tile = SpinBox(label="tile (0 = model's)", min=0, max=2048, step=32, value=0)
+        self.overlap = SpinBox(label="overlap", min=0, max=512, step=8, value=32)
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.mode = ComboBox(label="labels", choices=["3D", "2D per slice"], value="3D")
+        self.min_size = SpinBox(label="min size (px)", min=0, max=10**7, value=200)
+        self.split = CheckBox(label="split touching", value=False)
+        self.run_btn = PushButton(text="Segment")
+        self.cancel_btn = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
+        self.status = Label(value="")
+        self.extend([self.image, self.model, self.model_dir, self.threshold, self.tile, self.overlap,
+                     self.device, self.mode, self.min_size, self.split, self.run_btn, self.cancel_btn,
+                     self.progress, self.status])
+        self.run_btn.changed.connect(self.start)
+        self.cancel_btn.changed.connect(self.cancel)
+
+    def options(self):
+        from ..segment.pipeline import SegmentOptions
+
+        mdir = self.model_dir.value
+        model = str(mdir) if mdir and str(mdir) not in ("", ".") and Path(mdir).is_dir() else self.model.value
+        return SegmentOptions(
+            model=model, threshold=float(self.threshold.value), tile=int(self.tile.value) or None,
+            overlap=int(self.overlap.value), device=self.device.value,
+            mode="3d" if self.mode.value == "3D" else "2d", min_size=int(self.min_size.value),
+            split=bool(self.split.value),
+        )
+
+    def start(self):
+        from napari.utils.notifications import show_error
+
+        try:
+            self._worker = run_segmentation(
+                self._viewer, self.image.value, self.options(), on_progress=self._progress,
+                on_done=lambda _: self._finish("done"), on_error=lambda e: self._finish(f"error: {e}"),
+            )
+        except ValueError as exc:
+            show_error(str(exc))
+            return
+        self._worker.finished.connect(lambda: self._set_running(False))
+        self._set_running(True)
+        self.status.value = "segmenting..."
+
+    def _progress(self, p):
+        self.progress.max = max(1, p.total)
+        self.progress.value = min(p.done, p.total)
+        self.status.value = f"{p.stage} {p.done}/{p.total}"
+
+    def _finish(self, msg):
+        self.status.value = msg
+
+    def _set_running(self, running: bool):
+        self.run_btn.enabled = not running
+        self.cancel_btn.enabled = running
+        if not running and self.status.value.startswith(("segment", "label", "measure")):
+            self.status.value = "cancelled"
+
+    def cancel(self):
+        if self._worker is not None:
+            self._worker.quit()
+            self.status.value = "cancelling..."

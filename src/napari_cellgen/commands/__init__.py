@@ -1,0 +1,1 @@
+"""Subcommands of the ``cellgen`` command line (see :mod:`napari_cellgen.cli`)."""

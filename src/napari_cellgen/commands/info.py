@@ -1,0 +1,89 @@
+"""``cellgen info``: versions, the torch devices available and the models napari-cellgen can use."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from importlib import metadata
+
+PACKAGES = ("napari-cellgen", "napari", "npe2", "magicgui", "qtpy", "numpy", "torch", "tifffile", "scikit-image")
+QT_BINDINGS = ("PyQt6", "PySide6", "PyQt5", "PySide2")
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "info",
+        help="show versions, torch devices and available models",
+        description="Show the versions napari-cellgen runs with, the torch devices it can use "
+        "and the bundled and user models.",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    return p
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def torch_devices() -> list[str]:
+    """The torch devices usable here: always "cpu", plus "cuda:N (name)" and "mps"."""
+    try:
+        import torch
+    except ImportError:
+        return []
+    devices = ["cpu"]
+    try:
+        if torch.cuda.is_available():
+            devices += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+    except Exception:  # a broken driver must not break `cellgen info`
+        pass
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def collect() -> dict:
+    """Everything ``cellgen info`` reports, as plain data."""
+    from ..models.store import bundled_dir, list_models, user_dir
+
+    bundled = bundled_dir().resolve()
+    models = []
+    for name, folder in list_models().items():
+        kind = "bundled" if folder.resolve().is_relative_to(bundled) else "user"
+        models.append({"name": name, "kind": kind, "path": str(folder)})
+    return {
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "platform": platform.platform(),
+        "versions": {name: _version(name) for name in PACKAGES},
+        "qt_bindings": {name: v for name in QT_BINDINGS if (v := _version(name))},
+        "torch_devices": torch_devices(),
+        "models": models,
+        "model_dirs": {"bundled": str(bundled_dir()), "user": str(user_dir())},
+    }
+
+
+def run(args) -> int:
+    info = collect()
+    if getattr(args, "json", False):
+        print(json.dumps(info, indent=2))
+        return 0
+    lines = [f"python          {info['python']}", f"platform        {info['platform']}"]
+    for name, v in info["versions"].items():
+        lines.append(f"{name:<15} {v or 'not installed'}")
+    qt = ", ".join(f"{k} {v}" for k, v in info["qt_bindings"].items())
+    lines.append(f"{'Qt binding':<15} {qt or 'none (pip install napari-cellgen[all] for the viewer)'}")
+    lines.append(f"{'torch devices':<15} {', '.join(info['torch_devices']) or 'torch not installed'}")
+    lines.append("models:")
+    for m in info["models"]:
+        lines.append(f"  {m['name']:<20} {m['kind']:<8} {m['path']}")
+    if not info["models"]:
+        lines.append("  (none found)")
+    lines.append(f"user models folder: {info['model_dirs']['user']}")
+    print("\n".join(lines))
+    return 0

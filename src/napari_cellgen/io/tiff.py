@@ -1,0 +1,477 @@
+"""Read and write EM stacks as TIFF (multi-page, BigTIFF, OME-TIFF, ImageJ). No Qt, no napari.
+
+``read_tiff(path)`` returns ``(array_like, meta)``:
+
+* small stacks are read into memory; stacks larger than ``memory_limit`` bytes open at
+  once and lazily: memory-mapped when the file is uncompressed and contiguous, otherwise
+  as a :class:`~napari_cellgen.io._lazy.LazyStack` that decodes one page per plane;
+* ``meta["scale"]`` has one entry per axis of the array: the pixel size in nm when the
+  file's OME ``PhysicalSize*`` or ImageJ resolution/spacing/unit says so, else 1;
+* RGB(A) is converted to grayscale and ``meta["warnings"]`` says so (callers decide how
+  to show it).
+
+``write_tiff(path, data, pixel_size_nm)`` writes an ImageJ-compatible TIFF atomically, so
+that Fiji and :func:`read_tiff` both get the pixel size back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from math import prod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._lazy import LazyStack, to_gray
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+LAYER_KEY = "napari_cellgen_layer"  # marks label images written by write_tiff(labels=True)
+
+# length units → nanometres (OME and ImageJ spellings; "u" stands for µ after _norm_unit)
+_NM_PER_UNIT = {
+    "pm": 1e-3,
+    "a": 0.1,
+    "å": 0.1,
+    "angstrom": 0.1,
+    "nm": 1.0,
+    "nanometer": 1.0,
+    "nanometre": 1.0,
+    "um": 1e3,
+    "micron": 1e3,
+    "microns": 1e3,
+    "micrometer": 1e3,
+    "micrometre": 1e3,
+    "mm": 1e6,
+    "millimeter": 1e6,
+    "cm": 1e7,
+    "centimeter": 1e7,
+    "m": 1e9,
+    "meter": 1e9,
+}
+
+
+class ReadError(ValueError):
+    """A file looks like an image but cannot be read (corrupt, truncated, unsupported layout)."""
+
+
+def is_tiff(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a file that starts with a TIFF or BigTIFF header."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) in _TIFF_MAGIC
+    except OSError:
+        return False
+
+
+def _norm_unit(unit: Any) -> str:
+    u = str(unit or "").strip().lower()
+    for micro in ("\\u00b5", "µ", "μ"):  # ImageJ writes the escape literally
+        u = u.replace(micro, "u")
+    return u
+
+
+def nm_per_unit(unit: Any) -> float | None:
+    """Nanometres per ``unit`` ("nm", "µm", "micron", ...), or None if it is not a length."""
+    return _NM_PER_UNIT.get(_norm_unit(unit))
+
+
+def _positive(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) and v > 0 else None
+
+
+# --------------------------------------------------------------------------- metadata
+def _ome_sizes(tif) -> tuple[dict[str, float], str | None]:
+    try:
+        root = ET.fromstring(tif.ome_metadata)
+    except ET.ParseError:
+        return {}, None
+    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return {}, None
+    sizes = {}
+    for ax in "XYZ":
+        value = _positive(pixels.get(f"PhysicalSize{ax}"))
+        factor = nm_per_unit(pixels.get(f"PhysicalSize{ax}Unit", "µm"))  # OME default: µm
+        if value is not None and factor is not None:
+            sizes[ax] = value * factor
+    return sizes, ("nm" if sizes else None)
+
+
+def _resolution_sizes(page) -> tuple[float | None, float | None]:
+    try:
+        rx, ry = page.resolution
+    except (AttributeError, TypeError, ValueError):
+        return None, None
+    rx, ry = _positive(rx), _positive(ry)
+    return (1.0 / rx if rx else None), (1.0 / ry if ry else None)
+
+
+def _imagej_sizes(tif) -> tuple[dict[str, float], str | None]:
+    md = tif.imagej_metadata or {}
+    px, py = _resolution_sizes(tif.pages.first)
+    sizes = {"X": px, "Y": py, "Z": _positive(md.get("spacing"))}
+    sizes = {k: v for k, v in sizes.items() if v is not None}
+    factor = nm_per_unit(md.get("unit"))
+    if factor is not None:
+        return {k: v * factor for k, v in sizes.items()}, "nm"
+    # no length unit: keep non-trivial calibrations as a plain scale
+    sizes = {k: v for k, v in sizes.items() if v != 1.0}
+    return sizes, ("pixel" if sizes else None)
+
+
+def _plain_sizes(tif) -> tuple[dict[str, float], str | None]:
+    page = tif.pages.first
+    factor = {3: 1e7, 4: 1e6, 5: 1e3}.get(int(getattr(page, "resolutionunit", 1) or 1))
+    if factor is None:  # no unit or inch: scanner/screen dpi, meaningless for EM
+        return {}, None
+    px, py = _resolution_sizes(page)
+    sizes = {k: v * factor for k, v in (("X", px), ("Y", py)) if v is not None}
+    return sizes, ("nm" if sizes else None)
+
+
+def _pixel_sizes(tif) -> tuple[dict[str, float], str | None, str]:
+    """Pixel size per axis letter, its unit ("nm", "pixel" or None) and the flavour of TIFF."""
+    if tif.is_ome and tif.ome_metadata:
+        sizes, unit = _ome_sizes(tif)
+        if sizes:
+            return sizes, unit, "ome-tiff"
+    if tif.is_imagej:
+        sizes, unit = _imagej_sizes(tif)
+        return sizes, unit, "imagej-tiff"
+    shaped = (tif.shaped_metadata or ({},))[0] if tif.is_shaped else {}
+    if isinstance(shaped, dict) and shaped.get("pixel_size_nm"):
+        px = [_positive(v) for v in shaped["pixel_size_nm"]]
+        axes = "ZYX"[-len(px) :]
+        sizes = {ax: v for ax, v in zip(axes, px, strict=True) if v is not None}
+        return sizes, "nm", "tiff"
+    sizes, unit = _plain_sizes(tif)
+    return sizes, unit, ("ome-tiff" if tif.is_ome else "tiff")
+
+
+def _layer_type(tif) -> str:
+    md = tif.imagej_metadata or {}
+    props = md.get("Properties") or {}
+    if isinstance(props, dict) and props.get(LAYER_KEY) == "labels":
+        return "labels"
+    if tif.is_shaped:
+        shaped = (tif.shaped_metadata or ({},))[0]
+        if isinstance(shaped, dict) and shaped.get(LAYER_KEY) == "labels":
+            return "labels"
+    return "image"
+
+
+def build_scale(axes: str, sizes: dict[str, float], unit: str | None) -> tuple[tuple, tuple | None, list]:
+    """``(scale, pixel_size_nm, notes)`` for an array with ``axes`` (e.g. "ZYX").
+
+    ``sizes`` maps axis letters to pixel sizes; a missing z spacing is taken equal to x
+    (and said in ``notes``)."""
+    notes = []
+    sizes = dict(sizes)
+    if "Z" in axes and "Z" not in sizes and "X" in sizes:
+        sizes["Z"] = sizes["X"]
+        notes.append("The file gives no z spacing; assuming it equals the x pixel size.")
+    scale = tuple(float(sizes.get(ax, 1.0)) for ax in axes)
+    spatial = [ax for ax in axes if ax in "ZYX"]
+    pixel_size = tuple(float(sizes[ax]) for ax in spatial) if unit == "nm" and "X" in sizes else None
+    return scale, pixel_size, notes
+
+
+# --------------------------------------------------------------------------- reading
+class _LogCapture(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _tifffile_log() -> Iterator[_LogCapture]:
+    """Collect tifffile's warnings: it logs (not raises) broken page chains of truncated files."""
+    logger = logging.getLogger("tifffile")
+    handler = _LogCapture()
+    logger.addHandler(handler)
+    old, logger.propagate = logger.propagate, False
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = old
+
+
+_BROKEN = re.compile(r"invalid (page )?offset|failed to reshape|truncat|corrupt|invalid tag", re.I)
+
+
+def _corrupt(path: Path, detail: str) -> ReadError:
+    return ReadError(
+        f"{path.name} looks corrupt or truncated ({detail}). "
+        "Copy or export the file again; if it came from a microscope, re-save it as TIFF in Fiji."
+    )
+
+
+def _normalise_axes(axes: str) -> str:
+    lead = axes[:-2]
+    if len(lead) == 1 and lead in "IQZT":  # one unnamed page axis: a z stack
+        return "ZYX"
+    return axes
+
+
+def read_tiff(path: str | os.PathLike, memory_limit: int | None = None) -> tuple[Any, dict]:
+    """Read a TIFF stack; see the module docstring. Raises :class:`ReadError`."""
+    import tifffile
+
+    path = Path(path)
+    if memory_limit is None:
+        from .stack import default_memory_limit
+
+        memory_limit = default_memory_limit()
+    if not is_tiff(path):
+        raise ReadError(f"{path.name} is not a TIFF file (no TIFF header).")
+    with _tifffile_log() as log:
+        try:
+            tif = tifffile.TiffFile(path)
+            series = tif.series
+            broken = [m for m in log.messages if _BROKEN.search(m)]
+        except Exception as exc:  # tifffile raises many types on garbage
+            raise _corrupt(path, f"{type(exc).__name__}: {exc}") from exc
+    keep_open = False
+    try:
+        if broken:
+            raise _corrupt(path, re.sub(r"<tifffile[^>]*>\s*", "", broken[0]))
+        if not series or not series[0].shape or 0 in series[0].shape:
+            raise _corrupt(path, "no image data found")
+        s = series[0]
+        shape, axes, dtype = tuple(s.shape), s.axes, np.dtype(s.dtype)
+        rgb = "S" in axes and shape[axes.index("S")] in (3, 4)
+        out_axes = axes.replace("S", "") if rgb else axes
+        if len(out_axes) < 2 or not out_axes.endswith("YX"):
+            raise ReadError(f"{path.name}: unsupported axes {axes!r}; expected YX or ZYX images.")
+        out_shape = tuple(n for n, ax in zip(shape, axes, strict=True) if not (rgb and ax == "S"))
+        out_dtype = to_gray(np.zeros((1, 3), dtype)).dtype if rgb else dtype
+        sizes, unit, fmt = _pixel_sizes(tif)
+        meta: dict[str, Any] = {
+            "path": str(path),
+            "format": fmt,
+            "bigtiff": bool(tif.is_bigtiff),
+            "layer_type": _layer_type(tif),
+            "warnings": [],
+            "notes": [],
+        }
+        if len(series) > 1:
+            meta["warnings"].append(f"{path.name} holds {len(series)} image series; opened the first.")
+        if rgb:
+            meta["warnings"].append(
+                f"{path.name} is {'RGBA' if shape[axes.index('S')] == 4 else 'RGB'}; "
+                "converted to grayscale (luminance) for EM analysis."
+            )
+        nbytes = prod(out_shape) * out_dtype.itemsize
+        data: Any
+        if nbytes <= memory_limit:
+            try:
+                data = s.asarray()
+            except MemoryError:
+                raise
+            except Exception as exc:
+                raise _corrupt(path, f"{type(exc).__name__}: {exc}") from exc
+            if rgb:
+                data = to_gray(data, channel_axis=axes.index("S"))
+            storage = "memory"
+        elif s.dataoffset is not None and not rgb:
+            if s.dataoffset + prod(shape) * dtype.itemsize > path.stat().st_size:
+                raise _corrupt(path, "the image data run past the end of the file")
+            data = tifffile.memmap(path, series=0, mode="r")
+            storage = "memmap"
+        else:
+            data = _page_stack(path, s, out_shape, out_dtype, rgb)
+            keep_open = True
+            storage = "lazy"
+        out_axes = _normalise_axes(out_axes)
+        scale, pixel_size, notes = build_scale(out_axes, sizes, unit)
+        meta.update(
+            axes=out_axes,
+            shape=tuple(data.shape),
+            dtype=str(np.dtype(data.dtype)),
+            storage=storage,
+            scale=scale,
+            pixel_size_nm=pixel_size,
+            unit=unit if unit == "nm" else "pixel",
+        )
+        meta["notes"] += notes
+        return data, meta
+    finally:
+        if not keep_open:
+            tif.close()
+
+
+def _page_stack(path: Path, s, shape, dtype, rgb: bool) -> LazyStack:
+    pages = list(s.pages)
+    n = prod(shape[:-2])
+    if len(pages) != n or any(p is None for p in pages):
+        raise ReadError(
+            f"{path.name}: the stack is too large to read at once and its {len(pages)} pages do not "
+            f"map one-to-one onto {n} planes; re-save it as an uncompressed TIFF to open it lazily."
+        )
+    parent = s.parent
+
+    def read_plane(i: int) -> np.ndarray:
+        page = pages[i]
+        try:
+            arr = page.asarray()
+        except Exception as exc:
+            raise _corrupt(path, f"page {i}: {type(exc).__name__}: {exc}") from exc
+        if rgb:
+            arr = to_gray(arr, channel_axis=page.keyframe.axes.index("S"))
+        return arr.reshape(shape[-2:])
+
+    stack = LazyStack(shape, dtype, read_plane, name=path.name)
+    stack._tif = parent  # keep the file open as long as the stack lives
+    # check the ends now, so a truncated file fails at open, not while scrolling
+    stack.plane(0)
+    if n > 1:
+        stack.plane(n - 1)
+    return stack
+
+
+# --------------------------------------------------------------------------- writing
+_IMAGEJ_AXES = {2: "YX", 3: "ZYX", 4: "TZYX", 5: "TZCYX"}
+
+
+def _minmax(data) -> tuple[float, float]:
+    if isinstance(data, np.ndarray):
+        return (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
+    lo, hi = np.inf, -np.inf
+    for idx in np.ndindex(*data.shape[:-2]):
+        plane = np.asarray(data[idx])
+        lo, hi = min(lo, float(plane.min())), max(hi, float(plane.max()))
+    return lo, hi
+
+
+def _imagej_dtype(data, labels: bool) -> np.dtype | None:
+    """The ImageJ-compatible dtype (uint8, uint16, float32) to store ``data`` in, or None."""
+    dtype = np.dtype(data.dtype)
+    if dtype in (np.uint8, np.uint16, np.float32):
+        return dtype
+    if dtype.kind == "b":
+        return np.dtype(np.uint8)
+    if dtype.kind in "ui":
+        lo, hi = _minmax(data)
+        if lo >= 0 and hi <= 255:
+            return np.dtype(np.uint8)
+        if lo >= 0 and hi <= 65535:
+            return np.dtype(np.uint16)
+        if not labels and dtype.itemsize <= 2:
+            return np.dtype(np.float32)  # int8/int16 are exact in float32
+        return None
+    if dtype.kind == "f" and not labels:
+        return np.dtype(np.float32)
+    return None
+
+
+def _sizes_from(pixel_size, ndim: int) -> dict[str, float]:
+    if pixel_size is None:
+        return {}
+    values = np.atleast_1d(np.asarray(pixel_size, dtype=float)).tolist()
+    if len(values) == 1:
+        values = values * min(ndim, 3)
+    values = values[-3:] if len(values) > 3 else values
+    return {ax: float(v) for ax, v in zip("ZYX"[-len(values) :], values, strict=True) if _positive(v)}
+
+
+def _planes(data, dtype, rgb: bool = False) -> Iterator[np.ndarray]:
+    for idx in np.ndindex(*data.shape[: -3 if rgb else -2]):
+        yield np.asarray(data[idx]).astype(dtype, copy=False)
+
+
+def _file_mode(path: Path) -> int:
+    """Permissions for a new file: the old file's, or 0o666 less the umask (mkstemp gives 0o600)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def write_tiff(
+    path: str | os.PathLike,
+    data,
+    pixel_size_nm=None,
+    *,
+    unit: str = "nm",
+    labels: bool = False,
+    compression: str | None = "zlib",
+    axes: str | None = None,
+    rgb: bool = False,
+) -> Path:
+    """Write ``data`` (2D … 5D, numpy or lazy array-like) as a TIFF, atomically.
+
+    ``pixel_size_nm`` is one number or one per spatial axis ((z,) y, x); with ``unit``
+    other than "nm" it is a plain scale in that unit. uint8/uint16/float32 data (and
+    integer data that fits uint16) go to an ImageJ hyperstack with resolution, spacing and
+    unit, which Fiji and :func:`read_tiff` understand; ``labels=True`` marks the file so
+    :func:`read_tiff` returns ``layer_type="labels"``. Labels beyond uint16 are written as a
+    plain TIFF with the pixel size in its JSON description. ``rgb=True`` writes the last
+    axis (3 or 4) as colour samples. Returns the written path.
+    """
+    import tifffile
+
+    path = Path(path)
+    shape = tuple(int(n) for n in data.shape)
+    if len(shape) < 2 or 0 in shape:
+        raise ValueError(f"cannot write an array of shape {shape} as an image")
+    nspatial = len(shape) - 1 if rgb else len(shape)
+    if rgb and (shape[-1] not in (3, 4) or nspatial < 2):
+        raise ValueError(f"an RGB(A) image needs a last axis of 3 or 4 samples, got shape {shape}")
+    axes = axes or (_IMAGEJ_AXES.get(nspatial, "") + "S" if rgb else _IMAGEJ_AXES.get(nspatial))
+    sizes = _sizes_from(pixel_size_nm, nspatial)
+    out_dtype = _imagej_dtype(data, labels) if axes else None
+    if rgb and out_dtype != np.uint8:
+        out_dtype = None  # ImageJ RGB is 8-bit only
+    kwargs: dict[str, Any] = {"compression": compression, "photometric": "rgb" if rgb else "minisblack"}
+    if out_dtype is not None:
+        md: dict[str, Any] = {"axes": axes}
+        if "Z" in sizes and "Z" in axes:
+            md["spacing"] = sizes["Z"]
+        if sizes:
+            md["unit"] = unit
+        if labels:
+            md["Properties"] = {LAYER_KEY: "labels"}
+        kwargs.update(imagej=True, metadata=md)
+        if "X" in sizes and "Y" in sizes:
+            kwargs["resolution"] = (1.0 / sizes["X"], 1.0 / sizes["Y"])
+    else:
+        out_dtype = np.dtype(data.dtype)
+        md = {"axes": axes} if axes else {}
+        if labels:
+            md[LAYER_KEY] = "labels"
+        if sizes and unit == "nm":
+            md["pixel_size_nm"] = [sizes[ax] for ax in "ZYX" if ax in sizes]
+        kwargs.update(metadata=md, bigtiff=prod(shape) * out_dtype.itemsize > 2**32 - 2**25)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if isinstance(data, np.ndarray):
+            tifffile.imwrite(tmp, data.astype(out_dtype, copy=False), ome=False, **kwargs)
+        else:
+            tifffile.imwrite(tmp, _planes(data, out_dtype, rgb), shape=shape, dtype=out_dtype, ome=False, **kwargs)
+        os.chmod(tmp, _file_mode(path))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path

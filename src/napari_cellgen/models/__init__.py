@@ -1,0 +1,1 @@
+"""Torch models and their weight files (safetensors + JSON card). No Qt."""

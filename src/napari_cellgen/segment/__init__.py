@@ -1,0 +1,1 @@
+"""Tiling, inference, post-processing and measurements. No Qt."""

@@ -1,0 +1,109 @@
+"""The whole segmentation job: probabilities -> instance labels -> measurements.
+
+``segment_iter`` is the generator the widgets run in a thread worker; ``segment``
+is its synchronous wrapper for scripts and the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._progress import Progress, run
+
+
+@dataclass
+class SegmentOptions:
+    model: str | None = None  # registered name or folder; None = shipped default
+    threshold: float = 0.5
+    tile: int | None = None  # at model resolution; None = the model card's
+    overlap: int | None = None
+    min_size: int = 200  # pixels (2D) / voxels (3D)
+    mode: str = "3d"  # "3d" or "2d" instance labels
+    fill_holes: bool = True
+    median: bool = False
+    split: bool = False
+    device: str = "auto"
+    batch_size: int = 4
+    measure: bool = True
+
+
+@dataclass
+class SegmentResult:
+    labels: object
+    table: dict | None
+    n_objects: int
+    card: dict
+    probabilities: object = None
+    options: dict = field(default_factory=dict)
+
+
+_MODEL_CACHE: dict[tuple, tuple] = {}
+
+
+def get_model(name=None, device: str = "cpu"):
+    """Load (and cache) a model by name or folder."""
+    from ..models.store import load_model, resolve
+
+    from ..models.unet import fuse_batchnorm
+
+    key = (str(resolve(name)), device)
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE.clear()
+        model, card = load_model(name, device)
+        _MODEL_CACHE[key] = (fuse_batchnorm(model), card)
+    return _MODEL_CACHE[key]
+
+
+def segment_iter(
+    image,
+    options: SegmentOptions | None = None,
+    *,
+    pixel_size=None,
+    prob_out=None,
+    labels_out=None,
+    model=None,
+) -> Generator[Progress, None, SegmentResult]:
+    """Segment mitochondria in a (Y, X) image or (Z, Y, X) stack.
+
+    ``prob_out`` (uint8 or float32) and ``labels_out`` (uint32/int64) may be
+    caller-provided arrays (e.g. memmaps) of the image's shape, so memory stays
+    bounded; by default they are allocated in memory. Yields :class:`Progress`
+    (stages "segment", "label", "measure"); close the generator to cancel.
+    """
+    from .measure import measure_iter
+    from .postprocess import label_stack
+    from .predict import check_image, pick_device, predict_stack
+
+    opt = options or SegmentOptions()
+    check_image(image)
+    if not 0.0 < opt.threshold < 1.0:
+        raise ValueError(f"threshold must be between 0 and 1, got {opt.threshold}")
+    device = pick_device(opt.device)
+    if model is None:
+        net, card = get_model(opt.model, device)
+    else:
+        net, card = model
+    if prob_out is None:
+        prob_out = np.zeros(image.shape, np.uint8)
+    if labels_out is None:
+        labels_out = np.zeros(image.shape, np.uint32)
+    yield from predict_stack(
+        net, card, image, prob_out, tile=opt.tile, overlap=opt.overlap, batch_size=opt.batch_size,
+        device=device,
+    )
+    n = yield from label_stack(
+        prob_out, labels_out, threshold=opt.threshold, min_size=opt.min_size, fill_holes=opt.fill_holes,
+        mode=opt.mode if image.ndim == 3 else "2d", split=opt.split, median=opt.median,
+    )
+    table = None
+    if opt.measure:
+        table = yield from measure_iter(labels_out, image, pixel_size)
+    return SegmentResult(labels_out, table, n, card, prob_out, dict(opt.__dict__))
+
+
+def segment(image, options: SegmentOptions | None = None, callback=None, **kw) -> SegmentResult:
+    """Synchronous :func:`segment_iter` (``callback`` receives each Progress)."""
+    return run(segment_iter(image, options, **kw), callback)

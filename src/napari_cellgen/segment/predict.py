@@ -1,0 +1,136 @@
+"""Streaming U-Net inference over 2D images and ZYX stacks of any size."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+import numpy as np
+
+from .._progress import Progress
+from .preprocess import context_indices, normalize, resize, scaled_shape
+from .tiling import predict_plane
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu or auto")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' was asked for but is not available here; use --device cpu or auto")
+    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or mps")
+    return device
+
+
+def check_image(image) -> None:
+    """Raise a clear ValueError for inputs the segmenter cannot take."""
+    shape = tuple(getattr(image, "shape", ()))
+    dtype = np.dtype(getattr(image, "dtype", np.float64))
+    if len(shape) not in (2, 3):
+        hint = " (it looks like RGB: convert it to grayscale first)" if shape and shape[-1] in (3, 4) else ""
+        raise ValueError(f"expected a 2D image (Y, X) or a stack (Z, Y, X), got shape {shape}{hint}")
+    if len(shape) == 3 and shape[-1] in (3, 4) and shape[0] > 4:
+        raise ValueError(f"shape {shape} looks like an RGB(A) image: convert it to grayscale first")
+    if 0 in shape:
+        raise ValueError(f"the image is empty (shape {shape})")
+    if dtype.kind not in "uif" and dtype.kind != "b":
+        raise ValueError(f"the image must be numeric, got dtype {dtype}")
+
+
+def make_forward(model, device: str = "cpu"):
+    """Wrap ``model`` as a numpy batch -> sigmoid probability function under inference_mode."""
+    import torch
+
+    def fn(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
+            return torch.sigmoid(model(x))[:, 0].float().cpu().numpy()
+
+    return fn
+
+
+def predict_stack(
+    model,
+    card: dict,
+    image,
+    out=None,
+    *,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = 4,
+    device: str = "cpu",
+) -> Generator[Progress, None, np.ndarray]:
+    """Foreground probabilities for a (Y, X) image or (Z, Y, X) stack.
+
+    ``image`` may be any lazily indexable array (numpy, memmap, dask, zarr);
+    ``out`` (same shape, float32 or uint8 = probability*255) is filled slice by
+    slice; if omitted a float32 array is allocated. Yields progress per batch of
+    tiles; stop by closing the generator.
+    """
+    check_image(image)
+    is2d = image.ndim == 2
+    n = 1 if is2d else image.shape[0]
+    hw = image.shape[-2:]
+    if out is None:
+        out = np.zeros(image.shape, np.float32)
+    if tuple(out.shape) != tuple(image.shape):
+        raise ValueError(f"output shape {out.shape} differs from input shape {image.shape}")
+    k = int(card.get("context", 0))
+    scale = float(card.get("scale", 1.0))
+    norm = card.get("normalization", {})
+    tile = int(tile or card.get("tile", 256))
+    overlap = int(card.get("overlap", 32) if overlap is None else overlap)
+    divisor = 2 ** int(card["architecture"].get("depth", 0))
+    small = scaled_shape(hw, scale)
+    fn = make_forward(model, device)
+    cache: dict[int, np.ndarray] = {}
+
+    def plane(z: int) -> np.ndarray:
+        if z not in cache:
+            raw = np.asarray(image if is2d else image[z])
+            img = normalize(raw, norm.get("low", 1.0), norm.get("high", 99.0))
+            cache[z] = resize(img, small, "area")
+        return cache[z]
+
+    # tiles per slice, for an overall progress count
+    from .tiling import _round_up, _starts
+
+    halo = overlap // 2
+    th = min(_round_up(tile, divisor), _round_up(small[0] + 2 * halo, divisor))
+    tw = min(_round_up(tile, divisor), _round_up(small[1] + 2 * halo, divisor))
+    ov = max(0, min(overlap, min(th, tw) - divisor))
+    per = -(-len(_starts(max(small[0] + 2 * halo, th), th, max(1, th - ov)))
+            * len(_starts(max(small[1] + 2 * halo, tw), tw, max(1, tw - ov))) // batch_size)
+    total = per * n
+    done = 0
+    for z in range(n):
+        idx = context_indices(z, n, k)
+        for key in list(cache):
+            if key not in idx:
+                del cache[key]
+        stack = np.stack([plane(i) for i in idx])
+        gen = predict_plane(fn, stack, tile, overlap, batch_size, divisor)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                prob = stop.value
+                break
+            done += 1
+            yield Progress(min(done, total), total, "segment")
+        prob = resize(prob, hw, "bilinear")
+        np.clip(prob, 0.0, 1.0, out=prob)
+        if np.dtype(out.dtype) == np.uint8:
+            prob = np.round(prob * 255).astype(np.uint8)
+        if is2d:
+            out[...] = prob
+        else:
+            out[z] = prob
+    return out

@@ -1,0 +1,1 @@
+"""Datasets, augmentation, training loops and checkpoints. No Qt."""

@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+
+from napari_cellgen.models.store import save_model
+from napari_cellgen.models.unet import UNet
+
+CARD = {"context": 0, "scale": 1.0, "tile": 32, "overlap": 8,
+        "normalization": {"kind": "percentile", "low": 1.0, "high": 99.0}, "name": "tiny"}
+
+
+@pytest.fixture
+def tiny_model(tmp_path, monkeypatch):
+    """A registered (untrained) model; tests replace its forward pass with a fixed rule."""
+    monkeypatch.setenv("CELLGEN_USER_DIR", str(tmp_path / "user"))
+    net = UNet(1, 1, base=2, depth=1)
+    folder = tmp_path / "user" / "models" / "tiny"
+    save_model(folder, net, dict(CARD))
+    return "tiny"
+
+
+def _image():
+    img = np.zeros((3, 40, 48), np.uint8)
+    img[:, 8:20, 10:30] = 200
+    return img
+
+
+def test_segment_widget_makes_labels_with_features(make_napari_viewer, qtbot, tiny_model, monkeypatch):
+    from napari_cellgen._qt.segment_widget import SegmentWidget
+    from napari_cellgen.segment import pipeline
+
+    # a deterministic stand-in for the network: foreground = bright input
+    def fake_forward(model, device="cpu"):
+        return lambda batch: (batch[:, 0] > 0.5).astype(np.float32)
+
+    monkeypatch.setattr("napari_cellgen.segment.predict.make_forward", fake_forward)
+    pipeline._MODEL_CACHE.clear()
+    viewer = make_napari_viewer()
+    viewer.add_image(_image(), name="em")
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.reset_choices()
+    assert "tiny" in w.model.choices
+    w.model.value = "tiny"
+    w.min_size.value = 10
+    w.start()
+    qtbot.waitUntil(lambda: "em mitochondria" in viewer.layers, timeout=20000)
+    layer = viewer.layers["em mitochondria"]
+    assert layer.data.shape == (3, 40, 48)
+    assert layer.data.max() == 1  # one object through the stack
+    assert list(layer.features["label"]) == [1]
+    assert layer.features["volume_px"][0] == 3 * 12 * 20
+    assert layer.metadata["cellgen_model"] == "tiny"
+
+    # the user paints a correction; re-running must not overwrite it
+    layer.paint((0, 0, 0), 5, refresh=True)
+    w.start()
+    qtbot.waitUntil(lambda: "em mitochondria [2]" in viewer.layers, timeout=20000)
+    assert layer.data[0, 0, 0] == 5
+
+
+def test_menu_command_segments_selected_layer(make_napari_viewer, qtbot, tiny_model, monkeypatch):
+    from napari_cellgen._qt.menu import segment_selected
+    from napari_cellgen.segment import pipeline
+
+    monkeypatch.setattr("napari_cellgen.models.store.DEFAULT_MODEL", "tiny")
+    monkeypatch.setattr("napari_cellgen.segment.predict.make_forward",
+                        lambda m, device="cpu": lambda b: (b[:, 0] > 0.5).astype(np.float32))
+    pipeline._MODEL_CACHE.clear()
+    viewer = make_napari_viewer()
+    viewer.add_image(_image()[0], name="slice")
+    segment_selected(viewer)
+    qtbot.waitUntil(lambda: "slice mitochondria" in viewer.layers, timeout=20000)
+    assert viewer.layers["slice mitochondria"].features["area_px"][0] == 12 * 20
+
+
+def test_menu_command_without_image_layer_says_so(make_napari_viewer, monkeypatch):
+    from napari_cellgen._qt import menu
+
+    errors = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", errors.append)
+    viewer = make_napari_viewer()
+    assert menu.segment_selected(viewer) is None
+    assert errors and "image layer" in errors[0]
+
+
+def test_cancel_stops_work(make_napari_viewer, qtbot, tiny_model, monkeypatch):
+    import time
+
+    from napari_cellgen._qt.segment_widget import SegmentWidget
+    from napari_cellgen.segment import pipeline
+
+    calls = []
+
+    def slow_forward(model, device="cpu"):
+        def fn(batch):
+            calls.append(1)
+            time.sleep(0.05)
+            return np.zeros(batch[:, 0].shape, np.float32)
+
+        return fn
+
+    monkeypatch.setattr("napari_cellgen.segment.predict.make_forward", slow_forward)
+    pipeline._MODEL_CACHE.clear()
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((50, 64, 64), np.uint8), name="big")
+    w = SegmentWidget(viewer)
+    w.reset_choices()
+    w.model.value = "tiny"
+    w.start()
+    qtbot.waitUntil(lambda: len(calls) >= 2, timeout=10000)
+    w.cancel()
+    qtbot.waitUntil(lambda: w.run_btn.enabled, timeout=10000)
+    n = len(calls)
+    qtbot.wait(300)
+    assert len(calls) == n < 50 * 4  # stopped long before all tiles were done
+    assert "big mitochondria" not in viewer.layers

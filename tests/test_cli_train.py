@@ -1,0 +1,115 @@
+"""``cellgen train`` end to end on tiny TIFF stacks (a few steps of a 4-feature U-Net)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+tifffile = pytest.importorskip("tifffile")
+
+from napari_cellgen.cli import main  # noqa: E402
+from napari_cellgen.models.store import list_models, load_model  # noqa: E402
+
+TINY = ["--init", "scratch", "--base", "4", "--depth", "2", "--scale", "1", "--context", "0",
+        "--patch", "32", "--batch", "2", "--threads", "1", "--quiet"]
+
+
+def _stack(n=4, size=64, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    img = np.empty((n, size, size), np.uint8)
+    mask = np.zeros((n, size, size), np.uint8)
+    for z in range(n):
+        m = np.zeros((size, size), bool)
+        for _ in range(3):
+            cy, cx = rng.integers(10, size - 10, 2)
+            m |= (yy - cy) ** 2 + (xx - cx) ** 2 <= 49
+        mask[z] = m * 255
+        img[z] = np.clip(180 - 100 * m + rng.normal(0, 10, m.shape), 0, 255).astype(np.uint8)
+    return img, mask
+
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLGEN_USER_DIR", str(tmp_path / "user"))
+    img, mask = _stack()
+    tifffile.imwrite(tmp_path / "img.tif", img, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "mask.tif", mask, photometric="minisblack")
+    return tmp_path
+
+
+def test_train_registers_and_prints_progress(files, capsys):
+    out = files / "my-model"
+    rc = main(["train", "--images", str(files / "img.tif"), "--masks", str(files / "mask.tif"),
+               "--steps", "4", "--val-every", "2", "--slices", "0-3", "-o", str(out), *TINY])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "step 2/4" in err and "val IoU" in err and "loss" in err
+    assert "registered as 'my-model'" in err
+    model, card = load_model(out)  # MODEL_DIR is usable as --model MODEL_DIR
+    assert card["training"]["config"]["patch"] == 32 and card["training"]["patch_input_px"] == 32
+    assert "my-model" in list_models()
+    assert (out / "last" / "state.json").is_file()
+    # the registered name and the folder both work for segmentation
+    for model in ("my-model", str(out)):
+        labels = files / "labels.tif"
+        assert main(["segment", str(files / "img.tif"), "-o", str(labels), "--model", model,
+                     "--quiet", "--device", "cpu"]) == 0
+        assert tifffile.imread(labels).shape == (4, 64, 64)
+
+    # fine-tune from the folder, then resume: the step count continues
+    out2 = files / "ft"
+    args = ["train", "--images", str(files / "img.tif"), "--masks", str(files / "mask.tif"),
+            "--init", str(out), "--steps", "4", "--val-every", "2", "--patch", "32", "--batch", "2",
+            "--threads", "1", "--quiet", "--name", "tuned", "-o", str(out2)]
+    assert main(args) == 0
+    card2 = json.loads((out2 / "card.json").read_text())
+    assert card2["parent"] == "my-model" and card2["name"] == "tuned"
+    assert args[7:9] == ["--steps", "4"]
+    assert main([*args[:8], "6", *args[9:], "--resume"]) == 0
+    assert json.loads((out2 / "last" / "state.json").read_text())["step"] == 6
+
+
+def test_patch_is_converted_to_model_pixels(files):
+    import argparse
+
+    from napari_cellgen.commands.train import add_parser, build_config
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    p = add_parser(sub)
+    args = p.parse_args(["--images", "a", "--masks", "b", "-o", str(files / "m"), "--init", "scratch",
+                         "--patch", "256", "--scale", "0.5", "--depth", "4"])
+    cfg = build_config(args)
+    assert cfg.patch == 128 and cfg.lr == 2e-3 and cfg.name == "m"
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"--masks": "short.tif"}, "must be pixel-aligned"),
+        ({"--masks": "empty.tif"}, "no annotated slice"),
+        ({"--masks": "missing.tif"}, "does not exist"),
+        ({"--slices": "0-99"}, "outside the stack"),
+        ({"--slices": "one"}, "cannot read slice list"),
+        ({"--init": "no-such-model"}, "No model called"),
+        ({"--steps": "0"}, "--steps must be at least 1"),
+        ({"--masks": "probs.tif"}, "fractional values"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(files, capsys, change, expected):
+    img, mask = _stack()
+    tifffile.imwrite(files / "short.tif", mask[:, :32], photometric="minisblack")
+    tifffile.imwrite(files / "empty.tif", np.zeros_like(mask), photometric="minisblack")
+    tifffile.imwrite(files / "probs.tif", (mask / 300).astype(np.float32), photometric="minisblack")
+    opts = {"--images": "img.tif", "--masks": "mask.tif", "--steps": "2"}
+    opts.update(change)
+    argv = ["train", *TINY]
+    for k, v in opts.items():
+        argv += [k, str(files / v) if v.endswith(".tif") else v]
+    argv += ["-o", str(files / "out")]  # a later --init overrides TINY's
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cellgen train: error:") and expected in err[0], err

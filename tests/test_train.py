@@ -1,0 +1,235 @@
+"""The Qt-free training core: tiny U-Nets on tiny synthetic data, a few steps each."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from napari_cellgen._progress import run  # noqa: E402
+from napari_cellgen.models.store import list_models, load_model, load_tensors  # noqa: E402
+from napari_cellgen.models.unet import UNet  # noqa: E402
+from napari_cellgen.train.checkpoint import load_training_state, save_training_state  # noqa: E402
+from napari_cellgen.train.data import DataError, as_mask, parse_slices  # noqa: E402
+from napari_cellgen.train.loop import (  # noqa: E402
+    TrainConfig,
+    patch_at_model_scale,
+    prepare_regions,
+    train_model,
+    train_segmenter,
+)
+
+
+def tiny(**kw) -> TrainConfig:
+    base = dict(steps=6, scale=1.0, context=0, base=4, depth=2, patch=32, batch=2, val_every=2,
+                tile=64, overlap=16, lr=1e-2, elastic_p=0.0, seed=0, threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def synthetic(n: int = 3, size: int = 64, seed: int = 0, blobs: int = 4):
+    """Dark round 'mitochondria' on a bright noisy background; mask 0/255."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    img = np.empty((n, size, size), np.uint8)
+    mask = np.zeros((n, size, size), np.uint8)
+    for z in range(n):
+        m = np.zeros((size, size), bool)
+        for _ in range(blobs):
+            cy, cx = rng.integers(8, size - 8, 2)
+            r = rng.integers(4, 9)
+            m |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        mask[z] = m * 255
+        img[z] = np.clip(180 - 110 * m + rng.normal(0, 12, m.shape), 0, 255).astype(np.uint8)
+    return img, mask
+
+
+@pytest.fixture(autouse=True)
+def _user_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLGEN_USER_DIR", str(tmp_path / "user"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is fastest and immune to a busy machine
+    yield
+    torch.set_num_threads(threads)
+
+
+def losses_of(gen):
+    out = []
+    run(gen, lambda p: out.append(p.info["loss"]) if p.stage == "train" else None)
+    return out
+
+
+def test_tiny_unet_loss_falls(tmp_path):
+    img, mask = synthetic()
+    cfg = tiny(steps=60, val_every=60, batch=4)
+    threads = torch.get_num_threads()
+    losses = losses_of(train_segmenter([(img, mask, None)], tmp_path / "m", cfg))
+    assert torch.get_num_threads() == threads  # cfg.threads is restored afterwards
+    assert len(losses) == 60
+    assert np.mean(losses[-10:]) < 0.75 * np.mean(losses[:5]), losses
+    model, card = load_model(tmp_path / "m")
+    assert card["architecture"]["base"] == 4 and 0.0 <= card["metrics"]["val_iou"] <= 1.0
+
+
+def test_checkpoint_round_trip_without_pickle(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = UNet(1, base=4, depth=2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.rand(2, 1, 32, 32)
+    for _ in range(2):
+        opt.zero_grad()
+        model(x).mean().backward()
+        opt.step()
+    state = {"step": 2, "best": 0.5, "history": [{"step": 2, "val_iou": 0.5}]}
+    save_training_state(tmp_path / "ck", model, opt, {"architecture": model.config}, state)
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
+        "card.json", "model.safetensors", "optimizer.safetensors", "state.json"]
+
+    def no_pickle(*a, **k):
+        raise AssertionError("a checkpoint must never be unpickled")
+
+    monkeypatch.setattr(pickle, "loads", no_pickle)
+    monkeypatch.setattr(pickle, "load", no_pickle)
+    monkeypatch.setattr(torch, "load", no_pickle)
+    model2 = UNet(1, base=4, depth=2)
+    opt2 = torch.optim.AdamW(model2.parameters(), lr=1e-3)
+    st = load_training_state(tmp_path / "ck", model2, opt2)
+    assert st["step"] == 2 and st["history"] == state["history"]
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+    s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
+    assert s1.keys() == s2.keys()
+    for k in s1:
+        for name in s1[k]:
+            assert torch.equal(torch.as_tensor(s1[k][name]), torch.as_tensor(s2[k][name]))
+    model3, _ = load_model(tmp_path / "ck")  # the same folder is also a loadable model
+    assert torch.equal(next(model3.parameters()), next(model.parameters()))
+
+
+def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
+    img, mask = synthetic()
+    pairs = [(img, mask, None)]
+    cfg = tiny(steps=8, val_every=4)
+    run(train_segmenter(pairs, tmp_path / "a", cfg))
+
+    stop = threading.Event()
+    steps = []
+    gen = train_model(pairs, tmp_path / "b", cfg, stop=stop.is_set)
+
+    def cb(p):
+        steps.append(p.done)
+        if p.done == 3:
+            stop.set()
+
+    result = run(gen, cb)
+    assert result["stopped"] and result["step"] == 3
+    assert json.loads((tmp_path / "b" / "last" / "state.json").read_text())["step"] == 3
+    resumed = []
+    run(train_segmenter(pairs, tmp_path / "b", cfg, resume=True),
+        lambda p: resumed.append(p.done) if p.stage == "train" else None)
+    assert resumed == [4, 5, 6, 7, 8]
+    wa = load_tensors(tmp_path / "a" / "last" / "model.safetensors")
+    wb = load_tensors(tmp_path / "b" / "last" / "model.safetensors")
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+
+def test_stop_leaves_a_valid_best_checkpoint(tmp_path):
+    img, mask = synthetic()
+    gen = train_segmenter([(img, mask, None)], tmp_path / "m", tiny(steps=50, val_every=1000))
+    for p in gen:
+        if p.done == 3:
+            break
+    gen.close()  # what Stop does
+    model, card = load_model(tmp_path / "m")
+    assert card["metrics"]["step"] == 3
+    assert 0.0 <= card["metrics"]["val_iou"] <= 1.0
+    prob = torch.sigmoid(model(torch.rand(1, 1, 32, 32)))
+    assert torch.isfinite(prob).all()
+
+
+def test_train_model_registers_the_result(tmp_path):
+    img, mask = synthetic()
+    result = run(train_model([(img, mask, None)], tmp_path / "m", tiny(steps=3), register_as="my model"))
+    assert result["registered"].name == "my-model"
+    assert "my-model" in list_models()
+    _, card = load_model("my-model")
+    assert card["name"] == "my-model" and card["architecture"]["base"] == 4
+
+
+def test_unannotated_slices_are_not_background(tmp_path):
+    img, mask = synthetic(n=5, seed=1)
+    partial = mask.copy()
+    partial[2:] = 0  # slices 2-4 show mitochondria but nobody painted them
+    cfg = tiny(steps=2, val_fraction=0.5)
+    card = run(train_segmenter([(img, partial, None)], tmp_path / "m", cfg))
+    used = {tuple(s) for s in card["training"]["slices"]["train"] + card["training"]["slices"]["val"]}
+    assert used == {(0, 0), (0, 1)}, used
+    # and all training foreground comes from annotated slices: none of it is "learned away"
+    train, val = prepare_regions([(img, partial, None)], {"scale": 1.0, "context": 0}, None, 0.5)
+    assert sorted(r.z for r in train + val) == [0, 1]
+    # slices passed explicitly are taken as annotated, even if empty (= background)
+    train, val = prepare_regions([(img, partial, [0, 1, 2])], {"scale": 1.0, "context": 0}, None, 0.34)
+    assert sorted(r.z for r in train + val) == [0, 1, 2]
+
+
+def test_instance_ids_and_0_1_masks_are_foreground(tmp_path):
+    img, mask = synthetic(n=2)
+    ids = (mask > 0).astype(np.int32) * np.arange(1, 65)[None, None, :]  # many instance ids
+    assert np.array_equal(as_mask(ids), mask > 0)
+    assert np.array_equal(as_mask((mask > 0).astype(np.uint8)), mask > 0)
+    assert np.array_equal(as_mask((mask > 0).astype(np.float32) * 7), mask > 0)
+    card = run(train_segmenter([(img, ids, None)], tmp_path / "m", tiny(steps=1)))
+    assert card["training"]["train_slices"] >= 1
+
+
+def _first_error(pairs, tmp_path):
+    with pytest.raises(DataError) as err:
+        run(train_segmenter(pairs, tmp_path / "m", tiny(steps=1)))
+    return str(err.value)
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda i, m: (i, m[:, :32]), "must match"),
+        (lambda i, m: (i, np.zeros_like(m)), "no annotated slice"),
+        (lambda i, m: (i, m.astype(np.float32) / 300), "fractional"),
+        (lambda i, m: (i, m.astype(np.int16) - 1), "negative"),
+        (lambda i, m: (i.astype(str), m), "must be numeric"),
+        (lambda i, m: (i, m.astype(object)), "labels/mask"),
+        (lambda i, m: (i[0, None, None], m[0, None, None]), "2D images or ZYX"),
+    ],
+    ids=["shape", "empty", "fractional", "negative", "text-image", "object-mask", "4d"],
+)
+def test_bad_inputs_give_clear_errors(tmp_path, make, expected):
+    img, mask = synthetic(n=2)
+    image, m = make(img, mask)
+    assert expected in _first_error([(image, m, None)], tmp_path)
+
+
+def test_empty_mask_on_given_slices(tmp_path):
+    img, mask = synthetic(n=2)
+    assert "empty" in _first_error([(img, np.zeros_like(mask), [0, 1])], tmp_path)
+
+
+def test_parse_slices():
+    assert parse_slices("0-3,7", 10) == [0, 1, 2, 3, 7]
+    assert parse_slices("", 3) == [0, 1, 2]
+    with pytest.raises(DataError, match="outside"):
+        parse_slices("0-20", 10)
+    with pytest.raises(DataError, match="ranges"):
+        parse_slices("a-b", 10)
+
+
+def test_patch_at_model_scale():
+    assert patch_at_model_scale(256, 0.5, 4) == 128
+    assert patch_at_model_scale(100, 0.5, 4) == 48
+    assert patch_at_model_scale(8, 0.5, 4) == 16
+    with pytest.raises(DataError):
+        patch_at_model_scale(0, 1.0, 2)
