@@ -113,3 +113,19 @@ def test_bad_input_exits_2_with_one_line(files, capsys, change, expected):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cellgen train: error:") and expected in err[0], err
+
+
+def test_synthetic_set_is_mixed_in(files, capsys):
+    img, mask = _stack(n=3, seed=7)
+    syn = files / "synth"
+    syn.mkdir()
+    tifffile.imwrite(syn / "images.tif", img, photometric="minisblack")
+    tifffile.imwrite(syn / "masks.tif", mask.astype(np.uint16), photometric="minisblack")
+    out = files / "with-synth"
+    rc = main(["train", "--images", str(files / "img.tif"), "--masks", str(files / "mask.tif"), "--steps", "2",
+               "--synthetic", str(syn), "--synthetic-ratio", "0.5", "-o", str(out), *TINY])
+    assert rc == 0, capsys.readouterr().err
+    card = json.loads((out / "card.json").read_text())
+    assert card["training"]["synthetic"]["pairs"] == 3 and card["training"]["synthetic"]["per_batch"] == 1
+    assert main(["train", "--images", str(files / "img.tif"), "--masks", str(files / "mask.tif"),
+                 "--synthetic", str(files / "nope"), "-o", str(out), *TINY]) == 2

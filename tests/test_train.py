@@ -233,3 +233,27 @@ def test_patch_at_model_scale():
     assert patch_at_model_scale(8, 0.5, 4) == 16
     with pytest.raises(DataError):
         patch_at_model_scale(0, 1.0, 2)
+
+
+def test_edited_slices_from_paint_events():
+    from collections import namedtuple
+
+    from napari_cellgen.train.loop import edited_slices
+
+    Atom = namedtuple("Atom", "slice_key mask old_values new_value")  # napari's masked paint atom
+    atoms = [Atom((slice(3, 5), slice(0, 9), slice(0, 9)), None, None, 1),
+             ((np.array([7, 7, 9]), np.array([1, 2, 3]), np.array([1, 2, 3])), np.zeros(3), 2)]
+    assert edited_slices(atoms) == {3, 4, 7, 9}
+    assert edited_slices(None) == set()
+
+
+def test_synthetic_pairs_are_mixed_in_but_never_validated(tmp_path):
+    img, mask = synthetic(n=3)
+    syn_img, syn_mask = synthetic(n=4, seed=5)
+    card = run(train_segmenter([(img, mask, None)], tmp_path / "m", tiny(steps=3, synthetic_ratio=0.5),
+                               synthetic=(syn_img, syn_mask.astype(np.uint16))))
+    assert card["training"]["synthetic"] == {"pairs": 4, "per_batch": 1, "ratio": 0.5}
+    assert {p for p, _ in card["training"]["slices"]["val"]} == {0}  # real data only
+    with pytest.raises(DataError, match="one shape"):
+        run(train_segmenter([(img, mask, None)], tmp_path / "m2", tiny(steps=1, synthetic_ratio=1.0),
+                            synthetic=(syn_img, syn_mask[:, :10])))

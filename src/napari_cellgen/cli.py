@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ["info", "demo", "segment", "train"]
+SUBCOMMANDS = ["info", "demo", "segment", "train", "sample", "train-generator", "synth"]
 
 
 class UserError(Exception):
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         try:
-            mod = importlib.import_module(f"napari_cellgen.commands.{name}")
+            mod = importlib.import_module(f"napari_cellgen.commands.{name.replace('-', '_')}")
         except ModuleNotFoundError as exc:  # a subcommand not built in this checkout
             if exc.name and exc.name.startswith("napari_cellgen.commands"):
                 continue

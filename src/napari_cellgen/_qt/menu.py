@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import napari
 
-def segment_selected(viewer: "napari.viewer.Viewer"):  # noqa: F821
+
+def segment_selected(viewer: napari.viewer.Viewer):
     """Segment the active image layer with the default model and options (in a thread)."""
     import napari
     from napari.utils import progress

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import napari
+
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -29,7 +31,7 @@ class _NumItem(QTableWidgetItem):
 
 
 class ObjectsTable(QWidget):
-    def __init__(self, viewer: "napari.viewer.Viewer"):  # noqa: F821
+    def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__()
         self._viewer = viewer
         self.layer_box = QComboBox()
@@ -77,8 +79,22 @@ class ObjectsTable(QWidget):
         name = self.layer_box.currentText()
         return self._viewer.layers[name] if name in self._viewer.layers else None
 
+    def _watch(self, layer):
+        old = getattr(self, "_watched", None)
+        if old is layer:
+            return
+        if old is not None:
+            old.events.features.disconnect(self._on_features)
+        self._watched = layer
+        if layer is not None:
+            layer.events.features.connect(self._on_features)
+
+    def _on_features(self, event=None):
+        self.show_layer()
+
     def show_layer(self):
         layer = self.layer
+        self._watch(layer)
         self.table.setSortingEnabled(False)
         self.table.clear()
         feats = getattr(layer, "features", None)

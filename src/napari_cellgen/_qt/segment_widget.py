@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import napari
+
 from pathlib import Path
 
 from magicgui.widgets import (
@@ -68,7 +70,7 @@ def run_segmentation(viewer, layer, options, *, on_progress=None, on_done=None, 
 class SegmentWidget(Container):
     """Segment mitochondria in the chosen image layer with a shipped or user model."""
 
-    def __init__(self, viewer: "napari.viewer.Viewer"):  # noqa: F821
+    def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
         import napari
 

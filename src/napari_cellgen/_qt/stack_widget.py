@@ -56,7 +56,7 @@ class EMStackWidget(QWidget):
         self.low = _spin(1.0, "Pixels darker than this percentile are shown black")
         self.high = _spin(99.5, "Pixels brighter than this percentile are shown white")
         self.apply_btn = QPushButton("Apply")
-        self.apply_btn.setToolTip("Set the contrast limits from these percentiles of a subsample of the stack")
+        self.apply_btn.setToolTip("Set the contrast limits from these percentiles of a few sampled slices")
         self.apply_btn.clicked.connect(self.apply_percentiles)
         contrast = QGroupBox("Contrast (percentiles)")
         row = QHBoxLayout(contrast)

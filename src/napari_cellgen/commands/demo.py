@@ -31,7 +31,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--headless", action="store_true", help="do not open a window; write results to --out")
     p.add_argument("--out", default="cellgen-demo", help="folder for headless results (default: %(default)s)")
-    p.add_argument("--model", default=None, help="model name or folder for headless segmentation (default: shipped)")
+    p.add_argument("--model", default=None, help="model name or folder (default: the shipped one)")
     return p
 
 

@@ -8,7 +8,17 @@ import platform
 import sys
 from importlib import metadata
 
-PACKAGES = ("napari-cellgen", "napari", "npe2", "magicgui", "qtpy", "numpy", "torch", "tifffile", "scikit-image")
+PACKAGES = (
+    "napari-cellgen",
+    "napari",
+    "npe2",
+    "magicgui",
+    "qtpy",
+    "numpy",
+    "torch",
+    "tifffile",
+    "scikit-image",
+)
 QT_BINDINGS = ("PyQt6", "PySide6", "PyQt5", "PySide2")
 
 
@@ -39,7 +49,8 @@ def torch_devices() -> list[str]:
     devices = ["cpu"]
     try:
         if torch.cuda.is_available():
-            devices += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+            n = torch.cuda.device_count()
+            devices += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(n)]
     except Exception:  # a broken driver must not break `cellgen info`
         pass
     mps = getattr(torch.backends, "mps", None)

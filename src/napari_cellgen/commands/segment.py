@@ -1,4 +1,8 @@
-"""``cellgen segment``: one stack in, an instance-label TIFF (and a CSV of objects) out."""
+"""``cellgen segment``: one stack in, instance labels (TIFF or OME-Zarr) and a CSV of objects out.
+
+With ``--workers N`` or ``--scheduler ADDRESS`` the stack is segmented block by block on
+dask.distributed (:mod:`napari_cellgen.segment.blockwise`); otherwise in this process.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +26,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         description="Segment mitochondria in an EM image or stack. Writes a TIFF of instance ids "
         "(0 = background) with the input's shape, and optionally a CSV with one row per object.",
     )
-    p.add_argument("input", help="TIFF / OME-TIFF stack or a folder of numbered slices")
-    p.add_argument("-o", "--output", required=True, help="labels TIFF to write")
+    p.add_argument("input", help="TIFF / OME-TIFF stack, zarr / OME-Zarr, or a folder of numbered slices")
+    p.add_argument("-o", "--output", required=True, help="labels to write: NAME.tif, or NAME.zarr (OME-Zarr)")
     p.add_argument("--csv", help="write per-object measurements to this CSV file")
     p.add_argument("--model", default=None, help="registered model name or model folder (default: shipped)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
@@ -34,9 +38,23 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--2d", dest="two_d", action="store_true", help="label each slice on its own")
     p.add_argument("--split", action="store_true", help="split touching objects (watershed)")
     p.add_argument("--median", action="store_true", help="3x3x3 median filter on probabilities")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x slower)")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--probabilities", help="also write the probability map (uint8, 0-255) here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group(
+        "dask cluster (volumes larger than memory; give -o LABELS.zarr)",
+        "Split the stack into blocks of whole slices and segment them on dask.distributed workers; "
+        "the labels are identical to the single-process path. Without these options: one process.")
+    g.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="address of a running dask scheduler, e.g. tcp://10.0.0.5:8786 (workers must "
+                   "see the input and output paths, e.g. on a shared file system)")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="start a local dask cluster of N worker processes")
+    g.add_argument("--block-z", type=int, default=None, metavar="SLICES",
+                   help="slices per block (default: about 256 MB of working memory per block)")
+    g.add_argument("--memory-limit", default="auto", metavar="SIZE",
+                   help="memory limit per local worker, e.g. 1GiB (default: RAM / N)")
     return p
 
 
@@ -51,7 +69,7 @@ def run(args) -> int:
     if not src.exists():
         raise FileNotFoundError(f"{src} does not exist")
     out = Path(args.output)
-    _check_writable(out)
+    _check_output(out)
     if args.csv:
         _check_writable(Path(args.csv))
     image, meta = _read(read_stack, src)
@@ -59,8 +77,10 @@ def run(args) -> int:
     opts = SegmentOptions(
         model=args.model, threshold=args.threshold, tile=args.tile, overlap=args.overlap,
         min_size=args.min_size, mode="2d" if args.two_d else "3d", split=args.split, median=args.median,
-        device=args.device, batch_size=args.batch_size, measure=bool(args.csv),
+        device=args.device, batch_size=args.batch_size, tta=args.tta, measure=bool(args.csv),
     )
+    if args.scheduler or args.workers:
+        return _run_blockwise(args, src, out, image, pixel_size, opts)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".cellgen-") as tmp:
         kw = {}
@@ -71,9 +91,9 @@ def run(args) -> int:
         cb = None if args.quiet else tqdm_callback()
         res = segment(image, opts, callback=cb, pixel_size=pixel_size, **kw)
         dtype = np.uint16 if res.n_objects < 65535 else np.uint32
-        write_stack(out, res.labels, dtype, pixel_size)
+        _write(out, res.labels, dtype, pixel_size, labels=True)
         if args.probabilities:
-            write_stack(Path(args.probabilities), res.probabilities, np.uint8, pixel_size)
+            _write(Path(args.probabilities), res.probabilities, np.uint8, pixel_size)
         if args.csv:
             write_csv(args.csv, res.table)
         for arr in kw.values():
@@ -83,6 +103,87 @@ def run(args) -> int:
     print(
         f"{res.n_objects} objects -> {out}" + (f", {args.csv}" if args.csv else "")
         + f" ({dt:.1f} s, {mpix / dt:.2f} MPix/s, model {res.card.get('name')})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _is_zarr_name(path: Path) -> bool:
+    return path.name.lower().rstrip("/").endswith(".zarr")
+
+
+def _check_output(path: Path) -> None:
+    if not _is_zarr_name(path):
+        _check_writable(path)
+        return
+    from ..io.zarr_io import check_zarr_target
+
+    try:
+        check_zarr_target(path)
+    except FileExistsError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _write(path: Path, data, dtype, pixel_size=None, labels: bool = False) -> None:
+    """TIFF or, for a NAME.zarr path, OME-Zarr; atomic either way."""
+    if _is_zarr_name(path):
+        from ..io.zarr_io import write_zarr
+
+        write_zarr(path, data, pixel_size=pixel_size, labels=labels)  # labels stay uint32
+    else:
+        write_stack(path, data, dtype, pixel_size)
+
+
+def _run_blockwise(args, src: Path, out: Path, image, pixel_size, opts) -> int:
+    """The dask path: blocks of slices on a cluster, labels (and probabilities) as zarr."""
+    from .._progress import tqdm_callback
+    from ..cli import UserError
+    from ..segment.blockwise import BlockError, segment_blockwise
+    from ..segment.cluster import ClusterError, dask_client, torch_threads_for
+    from ..segment.measure import write_csv
+
+    if image.ndim != 3:
+        raise ValueError("--scheduler/--workers segment (Z, Y, X) stacks; run a 2D image without them")
+    if args.probabilities:
+        _check_output(Path(args.probabilities))
+    t0 = time.perf_counter()
+    cb = None if args.quiet else tqdm_callback()
+    threads = torch_threads_for(args.workers) if args.workers else None
+    to_tiff = not _is_zarr_name(out)
+    try:
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=".cellgen-") as tmp, dask_client(
+            args.scheduler, args.workers, memory_limit=args.memory_limit
+        ) as client:
+            labels_zarr = Path(tmp) / "labels.zarr" if to_tiff else out
+            prob_zarr = None
+            if args.probabilities:
+                pp = Path(args.probabilities)
+                prob_zarr = pp if _is_zarr_name(pp) else Path(tmp) / "prob.zarr"
+            # workers open the input themselves: zarr, TIFF and folders are read lazily there
+            res = segment_blockwise(
+                str(src), labels_zarr, opts, cb, client=client, block_z=args.block_z, threads=threads,
+                pixel_size=pixel_size, prob_out=prob_zarr,
+            )
+            if to_tiff or (args.probabilities and not _is_zarr_name(Path(args.probabilities))):
+                import zarr
+
+                if to_tiff:
+                    dtype = np.uint16 if res.n_objects < 65535 else np.uint32
+                    write_stack(out, zarr.open_array(str(labels_zarr / "0"), mode="r"), dtype, pixel_size)
+                if args.probabilities and not _is_zarr_name(Path(args.probabilities)):
+                    write_stack(Path(args.probabilities), zarr.open_array(str(prob_zarr / "0"), mode="r"),
+                                np.uint8, pixel_size)
+            if args.csv:
+                write_csv(args.csv, res.table)
+    except (BlockError, ClusterError) as exc:
+        raise UserError(f"{exc}. Nothing was written to {out}.") from exc
+    dt = time.perf_counter() - t0
+    mpix = float(np.prod(image.shape)) / 1e6
+    where = args.scheduler or f"{args.workers} local workers"
+    print(
+        f"{res.n_objects} objects -> {out}" + (f", {args.csv}" if args.csv else "")
+        + f" ({dt:.1f} s, {mpix / dt:.2f} MPix/s, {len(res.blocks)} blocks on {where}, "
+        f"model {res.card.get('name')})",
         file=sys.stderr,
     )
     return 0
@@ -113,27 +214,20 @@ def _check_writable(path: Path) -> None:
         raise PermissionError(f"cannot write into {parent}")
 
 
-def write_stack(path: Path, data, dtype, pixel_size=None) -> None:
-    """Stream a (Y, X) or (Z, Y, X) array slice by slice into a TIFF, atomically."""
-    import tifffile
+class _AsType:
+    """A lazy per-slice dtype view, so huge label volumes are written slice by slice."""
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tif")
-    os.close(fd)
-    nbytes = int(np.prod(data.shape)) * np.dtype(dtype).itemsize
-    kw = {}
-    if pixel_size:
-        py, px = pixel_size[-2:]
-        kw["resolution"] = (1.0 / (px * 1e-3), 1.0 / (py * 1e-3))  # pixels per µm
-        kw["resolutionunit"] = "MICROMETER"
-    try:
-        with tifffile.TiffWriter(tmp, bigtiff=nbytes > 2**31) as tw:
-            planes = [data] if data.ndim == 2 else (data[z] for z in range(data.shape[0]))
-            for plane in planes:
-                tw.write(np.asarray(plane).astype(dtype, copy=False), contiguous=True,
-                         compression=None, photometric="minisblack", **kw)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    def __init__(self, data, dtype):
+        self._data, self.dtype = data, np.dtype(dtype)
+        self.shape, self.ndim = tuple(data.shape), data.ndim
+
+    def __getitem__(self, key):
+        return np.asarray(self._data[key]).astype(self.dtype, copy=False)
+
+
+def write_stack(path: Path, data, dtype, pixel_size=None, labels: bool = False) -> None:
+    """Write a (Y, X) or (Z, Y, X) array as an ImageJ-compatible TIFF, atomically, slice by slice."""
+    from ..io import write_tiff
+
+    data = data.astype(dtype, copy=False) if isinstance(data, np.ndarray) else _AsType(data, dtype)
+    write_tiff(path, data, pixel_size, labels=labels)

@@ -1,6 +1,7 @@
 """``cellgen train``: train or fine-tune the segmenter on (image, mask) stacks.
 
     cellgen train --images IMG.tif --masks MASKS.tif --slices 0-9,40 --steps 2000 -o MODEL_DIR
+    cellgen train ... --synthetic SYNTH_DIR --synthetic-ratio 0.5   # mix in `cellgen synth` pairs
 
 MODEL_DIR then works as ``cellgen segment --model MODEL_DIR``; the model is also
 registered in the user models folder under ``--name`` (default: MODEL_DIR's name),
@@ -47,12 +48,19 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--name", default=None, help="register the model under this name (default: MODEL_DIR's)")
     p.add_argument("--no-register", action="store_true", help="do not copy it into the user models folder")
+    p.add_argument("--synthetic", default=None, metavar="DIR",
+                   help="mix in generated pairs from `cellgen synth -o DIR` (never used for validation)")
+    p.add_argument("--synthetic-ratio", type=float, default=0.5, metavar="R",
+                   help="share of each batch taken from --synthetic (default 0.5)")
     g = p.add_argument_group("architecture (--init scratch only)")
     g.add_argument("--base", type=int, default=16, help="features of the first level (default 16)")
     g.add_argument("--depth", type=int, default=4, help="number of poolings (default 4)")
-    g.add_argument("--scale", type=float, default=0.5, help="model resolution / input resolution (default 0.5)")
-    g.add_argument("--context", type=int, default=1, help="neighbour slices each side as channels (default 1)")
+    g.add_argument("--scale", type=float, default=0.5, help="model / input resolution (default 0.5)")
+    g.add_argument("--context", type=int, default=1, help="neighbour slices per side as channels (default 1)")
     p.add_argument("--quiet", action="store_true", help="only the validation lines, no progress bar")
+    from ..train.ddp import add_arguments
+
+    add_arguments(p)  # --nproc N: torch DDP (train/ddp.py)
     return p
 
 
@@ -89,6 +97,10 @@ def build_config(args):
     cfg.val_fraction = args.val_fraction
     cfg.val_every = args.val_every or max(1, args.steps // 20)
     cfg.name = args.name or Path(args.output).name
+    if getattr(args, "synthetic", None):
+        if not 0.0 <= args.synthetic_ratio <= 1.0:
+            raise ValueError("--synthetic-ratio must be between 0 and 1")
+        cfg.synthetic_ratio = args.synthetic_ratio
     cfg.notes = {"base_model": info["name"], "patch_input_px": args.patch,
                  "images": [str(p) for p in args.images], "masks": [str(p) for p in args.masks]}
     return cfg
@@ -99,10 +111,10 @@ def run(args) -> int:
     from .._progress import tqdm_callback
     from ..segment.predict import pick_device
     from ..train.data import parse_slices
-    from ..train.loop import train_model
 
     if len(args.images) != len(args.masks):
-        raise ValueError(f"{len(args.images)} --images but {len(args.masks)} --masks: give one mask per image")
+        raise ValueError(f"{len(args.images)} --images but {len(args.masks)} --masks: "
+                         "give one mask per image")
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} exists and is not a folder")
@@ -119,6 +131,17 @@ def run(args) -> int:
         n = 1 if image.ndim == 2 else image.shape[0]
         slices = parse_slices(args.slices, n) if args.slices else None
         pairs.append((image, mask, slices))
+
+    synthetic = None
+    if args.synthetic:
+        from ..generate.synth import read_synthetic_set
+
+        if getattr(args, "nproc", 1) > 1:
+            raise ValueError("--synthetic is not supported with --nproc > 1 yet")
+        images, masks, meta = read_synthetic_set(args.synthetic)
+        synthetic = (images, masks)
+        cfg.notes["synthetic_set"] = {"dir": str(args.synthetic), "generator": meta.get("generator"),
+                                  "n": int(images.shape[0])}
 
     bar = None if args.quiet else tqdm_callback("train")
     t0 = time.perf_counter()
@@ -141,8 +164,17 @@ def run(args) -> int:
 
     register = None if args.no_register else cfg.name
     try:
-        result = drive(train_model(pairs, out, cfg, resume=args.resume, device=device,
-                                   register_as=register), report)
+        from ..train.ddp import train_job  # one process, or DDP with --nproc / under torchrun
+
+        if synthetic is not None:
+            from ..train.loop import train_model
+
+            job = train_model(pairs, out, cfg, resume=args.resume, device=device, register_as=register,
+                              synthetic=synthetic)
+        else:
+            job = train_job(pairs, out, cfg, nproc=args.nproc, resume=args.resume, device=device,
+                            register_as=register)
+        result = drive(job, report)
     except KeyboardInterrupt:
         if (out / "model.safetensors").is_file():
             print(f"cellgen train: interrupted; the best model so far is in {out} "

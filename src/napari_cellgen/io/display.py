@@ -55,7 +55,7 @@ def format_bytes(n: float) -> str:
 
 
 def storage_of(data) -> str:
-    """"memory", "memmap", "lazy" (read on demand) for an array-like."""
+    """ "memory", "memmap", "lazy" (read on demand) for an array-like."""
     if isinstance(data, np.memmap):
         return "memmap"
     if isinstance(data, np.ndarray):

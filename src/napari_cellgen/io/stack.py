@@ -55,8 +55,12 @@ def slice_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def detect(path: str | os.PathLike) -> str | None:
-    """"tiff" or "folder" when :func:`read_stack` understands ``path``, else None. Cheap."""
+    """ "tiff", "zarr" or "folder" when :func:`read_stack` understands ``path``, else None. Cheap."""
     p = Path(path)
+    from .zarr_io import is_zarr
+
+    if is_zarr(p):  # a zarr / OME-Zarr folder
+        return "zarr"
     if p.is_dir():
         return "folder" if slice_files(p) else None
     if p.is_file() and is_tiff(p):
@@ -89,6 +93,10 @@ def read_stack(path: str | os.PathLike, *, memory_limit: int | None = None) -> t
         return read_tiff(p, memory_limit=memory_limit)
     if kind == "folder":
         return read_folder(p, memory_limit=memory_limit)
+    if kind == "zarr":  # always lazy and chunked, whatever its size
+        from .zarr_io import read_zarr
+
+        return read_zarr(p)
     if p.is_dir():
         raise ReadError(f"{p.name} holds no .tif, .tiff or .png slices.")
     raise ReadError(
@@ -108,7 +116,7 @@ def _read_slice(path: Path) -> tuple[np.ndarray, bool]:
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
-                arr = tif.pages.first.asarray()
+                arr = tif.pages[0].asarray()
     except Exception as exc:
         raise ReadError(
             f"{path.name} could not be read ({type(exc).__name__}: {exc}); "

@@ -120,19 +120,20 @@ def _resolution_sizes(page) -> tuple[float | None, float | None]:
 
 def _imagej_sizes(tif) -> tuple[dict[str, float], str | None]:
     md = tif.imagej_metadata or {}
-    px, py = _resolution_sizes(tif.pages.first)
+    px, py = _resolution_sizes(tif.pages[0])
     sizes = {"X": px, "Y": py, "Z": _positive(md.get("spacing"))}
     sizes = {k: v for k, v in sizes.items() if v is not None}
     factor = nm_per_unit(md.get("unit"))
     if factor is not None:
         return {k: v * factor for k, v in sizes.items()}, "nm"
-    # no length unit: keep non-trivial calibrations as a plain scale
-    sizes = {k: v for k, v in sizes.items() if v != 1.0}
-    return sizes, ("pixel" if sizes else None)
+    # no length unit: keep a non-trivial calibration as a plain scale
+    if all(v == 1.0 for v in sizes.values()):
+        return {}, None
+    return sizes, "pixel"
 
 
 def _plain_sizes(tif) -> tuple[dict[str, float], str | None]:
-    page = tif.pages.first
+    page = tif.pages[0]
     factor = {3: 1e7, 4: 1e6, 5: 1e3}.get(int(getattr(page, "resolutionunit", 1) or 1))
     if factor is None:  # no unit or inch: scanner/screen dpi, meaningless for EM
         return {}, None
@@ -179,7 +180,7 @@ def build_scale(axes: str, sizes: dict[str, float], unit: str | None) -> tuple[t
     (and said in ``notes``)."""
     notes = []
     sizes = dict(sizes)
-    if "Z" in axes and "Z" not in sizes and "X" in sizes:
+    if "Z" in axes and "Z" not in sizes and "X" in sizes and unit == "nm":
         sizes["Z"] = sizes["X"]
         notes.append("The file gives no z spacing; assuming it equals the x pixel size.")
     scale = tuple(float(sizes.get(ax, 1.0)) for ax in axes)
@@ -222,11 +223,23 @@ def _corrupt(path: Path, detail: str) -> ReadError:
     )
 
 
+def _failed(path: Path, exc: Exception, where: str = "") -> ReadError:
+    """A ReadError for an exception raised while decoding ``path``."""
+    msg = str(exc)
+    codec = re.search(r"COMPRESSION\.(\w+).*requires the 'imagecodecs' package", msg)
+    if codec:
+        return ReadError(
+            f"{path.name} is {codec.group(1)}-compressed, which needs the imagecodecs package: "
+            "pip install imagecodecs (or re-save the file uncompressed in Fiji)."
+        )
+    return _corrupt(path, f"{where}{type(exc).__name__}: {msg}")
+
+
 def _normalise_axes(axes: str) -> str:
     lead = axes[:-2]
-    if len(lead) == 1 and lead in "IQZT":  # one unnamed page axis: a z stack
+    if len(lead) == 1 and lead in "IQZTS":  # one unnamed page axis: a z stack
         return "ZYX"
-    return axes
+    return axes.replace("S", "C")
 
 
 def read_tiff(path: str | os.PathLike, memory_limit: int | None = None) -> tuple[Any, dict]:
@@ -246,7 +259,7 @@ def read_tiff(path: str | os.PathLike, memory_limit: int | None = None) -> tuple
             series = tif.series
             broken = [m for m in log.messages if _BROKEN.search(m)]
         except Exception as exc:  # tifffile raises many types on garbage
-            raise _corrupt(path, f"{type(exc).__name__}: {exc}") from exc
+            raise _failed(path, exc) from exc
     keep_open = False
     try:
         if broken:
@@ -255,11 +268,19 @@ def read_tiff(path: str | os.PathLike, memory_limit: int | None = None) -> tuple
             raise _corrupt(path, "no image data found")
         s = series[0]
         shape, axes, dtype = tuple(s.shape), s.axes, np.dtype(s.dtype)
-        rgb = "S" in axes and shape[axes.index("S")] in (3, 4)
-        out_axes = axes.replace("S", "") if rgb else axes
+        sample = axes.find("S")
+        photometric = int(getattr(s.keyframe, "photometric", 1) or 1)
+        rgb = sample >= 0 and photometric in (2, 6) and shape[sample] in (3, 4)  # RGB, YCbCr
+        extra = sample >= 0 and not rgb  # non-colour samples: a leading axis like channels
+        out_axes = axes.replace("S", "") if rgb else ("S" + axes.replace("S", "") if extra else axes)
         if len(out_axes) < 2 or not out_axes.endswith("YX"):
             raise ReadError(f"{path.name}: unsupported axes {axes!r}; expected YX or ZYX images.")
-        out_shape = tuple(n for n, ax in zip(shape, axes, strict=True) if not (rgb and ax == "S"))
+        if rgb:
+            out_shape = shape[:sample] + shape[sample + 1 :]
+        elif extra:
+            out_shape = (shape[sample], *shape[:sample], *shape[sample + 1 :])
+        else:
+            out_shape = shape
         out_dtype = to_gray(np.zeros((1, 3), dtype)).dtype if rgb else dtype
         sizes, unit, fmt = _pixel_sizes(tif)
         meta: dict[str, Any] = {
@@ -274,20 +295,22 @@ def read_tiff(path: str | os.PathLike, memory_limit: int | None = None) -> tuple
             meta["warnings"].append(f"{path.name} holds {len(series)} image series; opened the first.")
         if rgb:
             meta["warnings"].append(
-                f"{path.name} is {'RGBA' if shape[axes.index('S')] == 4 else 'RGB'}; "
+                f"{path.name} is {'RGBA' if shape[sample] == 4 else 'RGB'}; "
                 "converted to grayscale (luminance) for EM analysis."
             )
         nbytes = prod(out_shape) * out_dtype.itemsize
         data: Any
-        if nbytes <= memory_limit:
+        if nbytes <= memory_limit or (extra and s.dataoffset is None):
+            if nbytes > memory_limit:
+                meta["notes"].append(f"{path.name} stores planes as samples; it was read into memory.")
             try:
                 data = s.asarray()
             except MemoryError:
                 raise
             except Exception as exc:
-                raise _corrupt(path, f"{type(exc).__name__}: {exc}") from exc
+                raise _failed(path, exc) from exc
             if rgb:
-                data = to_gray(data, channel_axis=axes.index("S"))
+                data = to_gray(data, channel_axis=sample)
             storage = "memory"
         elif s.dataoffset is not None and not rgb:
             if s.dataoffset + prod(shape) * dtype.itemsize > path.stat().st_size:
@@ -298,6 +321,8 @@ def read_tiff(path: str | os.PathLike, memory_limit: int | None = None) -> tuple
             data = _page_stack(path, s, out_shape, out_dtype, rgb)
             keep_open = True
             storage = "lazy"
+        if extra:
+            data = np.moveaxis(data, sample, 0)
         out_axes = _normalise_axes(out_axes)
         scale, pixel_size, notes = build_scale(out_axes, sizes, unit)
         meta.update(
@@ -331,7 +356,7 @@ def _page_stack(path: Path, s, shape, dtype, rgb: bool) -> LazyStack:
         try:
             arr = page.asarray()
         except Exception as exc:
-            raise _corrupt(path, f"page {i}: {type(exc).__name__}: {exc}") from exc
+            raise _failed(path, exc, f"page {i}: ") from exc
         if rgb:
             arr = to_gray(arr, channel_axis=page.keyframe.axes.index("S"))
         return arr.reshape(shape[-2:])
@@ -467,7 +492,8 @@ def write_tiff(
         if isinstance(data, np.ndarray):
             tifffile.imwrite(tmp, data.astype(out_dtype, copy=False), ome=False, **kwargs)
         else:
-            tifffile.imwrite(tmp, _planes(data, out_dtype, rgb), shape=shape, dtype=out_dtype, ome=False, **kwargs)
+            planes = _planes(data, out_dtype, rgb)
+            tifffile.imwrite(tmp, planes, shape=shape, dtype=out_dtype, ome=False, **kwargs)
         os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
     except BaseException:

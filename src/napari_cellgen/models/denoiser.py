@@ -27,7 +27,9 @@ def mask_condition(masks: torch.Tensor | None, factor: int, shape: tuple[int, in
         return cond
     m = masks.float()[:, None] * 2.0 - 1.0
     if m.shape[-2:] != (h * factor, w * factor):
-        raise ValueError(f"masks of shape {tuple(masks.shape[-2:])} do not match the latent grid {h}x{w}x{factor}")
+        raise ValueError(
+            f"masks of shape {tuple(masks.shape[-2:])} do not match the latent grid {h}x{w}x{factor}"
+        )
     cond = F.pixel_unshuffle(m, factor)
     return torch.cat([cond, torch.ones(b, 1, h, w, dtype=cond.dtype, device=cond.device)], 1)
 
@@ -47,6 +49,10 @@ class MaskDenoiser(nn.Module):
     factor : VAE downsampling factor (the mask is folded by it)
     block_out_channels, layers_per_block, attention_levels : the U-Net's size; attention is used at
         the levels whose index is in ``attention_levels`` (0 = the latent resolution)
+    time_injection : how the sinusoidal timestep embedding enters every residual block:
+        "scale_shift" (AdaGN, scale and shift after the GroupNorm), not diffusers' default additive
+        bias, which the next GroupNorm removes whenever a group holds one channel (and partly
+        otherwise) -- a denoiser blind to the timestep was the original project's bug.
     """
 
     def __init__(
@@ -58,6 +64,7 @@ class MaskDenoiser(nn.Module):
         attention_levels: tuple[int, ...] = (1, 2),
         attention_head_dim: int = 32,
         norm_num_groups: int = 32,
+        time_injection: str = "scale_shift",
     ):
         super().__init__()
         from diffusers import UNet2DModel
@@ -72,6 +79,7 @@ class MaskDenoiser(nn.Module):
             "attention_levels": list(attention_levels),
             "attention_head_dim": attention_head_dim,
             "norm_num_groups": norm_num_groups,
+            "time_injection": time_injection,
         }
         n = len(block_out_channels)
         down = tuple("AttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in range(n))
@@ -89,6 +97,7 @@ class MaskDenoiser(nn.Module):
             time_embedding_type="positional",
             flip_sin_to_cos=True,
             freq_shift=0,
+            resnet_time_scale_shift=time_injection,
         )
 
     @property

@@ -40,7 +40,9 @@ class DiagonalGaussian:
         self.std = torch.exp(0.5 * self.logvar)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        eps = torch.randn(
+            self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
+        )
         return self.mean + self.std * eps
 
     def kl(self) -> torch.Tensor:
@@ -89,14 +91,25 @@ class ConvVAE(nn.Module):
         enc += [ResBlock(cin, cin), _norm(cin), nn.SiLU(), nn.Conv2d(cin, 2 * latent_channels, 3, padding=1)]
         self.encoder = nn.Sequential(*enc)
         # decoder mirrors it, one more res block per level
-        dec: list[nn.Module] = [nn.Conv2d(latent_channels, channels[-1], 3, padding=1), ResBlock(channels[-1], channels[-1])]
+        dec: list[nn.Module] = [
+            nn.Conv2d(latent_channels, channels[-1], 3, padding=1),
+            ResBlock(channels[-1], channels[-1]),
+        ]
         cin = channels[-1]
         for c in reversed(channels):
             dec += [ResBlock(cin if i == 0 else c, c) for i in range(blocks + 1)]
-            dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, c // 2 if c > stem else stem, 3, padding=1)]
+            dec += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(c, c // 2 if c > stem else stem, 3, padding=1),
+            ]
             cin = c // 2 if c > stem else stem
-        dec += [_norm(cin), nn.SiLU(), nn.Conv2d(cin, stem, 3, padding=1), nn.SiLU(),
-                nn.Conv2d(stem, in_channels, 3, padding=1)]
+        dec += [
+            _norm(cin),
+            nn.SiLU(),
+            nn.Conv2d(cin, stem, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(stem, in_channels, 3, padding=1),
+        ]
         self.decoder = nn.Sequential(*dec)
 
     @property

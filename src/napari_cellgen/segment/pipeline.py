@@ -27,6 +27,7 @@ class SegmentOptions:
     split: bool = False
     device: str = "auto"
     batch_size: int = 4
+    tta: bool = False  # flip test-time augmentation (4x slower)
     measure: bool = True
 
 
@@ -92,7 +93,7 @@ def segment_iter(
         labels_out = np.zeros(image.shape, np.uint32)
     yield from predict_stack(
         net, card, image, prob_out, tile=opt.tile, overlap=opt.overlap, batch_size=opt.batch_size,
-        device=device,
+        device=device, tta=opt.tta,
     )
     n = yield from label_stack(
         prob_out, labels_out, threshold=opt.threshold, min_size=opt.min_size, fill_holes=opt.fill_holes,

@@ -44,14 +44,24 @@ def check_image(image) -> None:
         raise ValueError(f"the image must be numeric, got dtype {dtype}")
 
 
-def make_forward(model, device: str = "cpu"):
-    """Wrap ``model`` as a numpy batch -> sigmoid probability function under inference_mode."""
+def make_forward(model, device: str = "cpu", tta: bool = False):
+    """Wrap ``model`` as a numpy batch -> sigmoid probability function under inference_mode.
+
+    ``tta``: average the logits over the four flips (4x the compute, smoother borders).
+    """
     import torch
 
     def fn(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
-            return torch.sigmoid(model(x))[:, 0].float().cpu().numpy()
+            if not tta:
+                return torch.sigmoid(model(x))[:, 0].float().cpu().numpy()
+            acc = 0
+            for dims in ((), (-1,), (-2,), (-2, -1)):
+                xi = x.flip(dims) if dims else x
+                yi = model(xi)
+                acc = acc + (yi.flip(dims) if dims else yi)
+            return torch.sigmoid(acc / 4)[:, 0].float().cpu().numpy()
 
     return fn
 
@@ -66,6 +76,8 @@ def predict_stack(
     overlap: int | None = None,
     batch_size: int = 4,
     device: str = "cpu",
+    tta: bool = False,
+    zs: range | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Foreground probabilities for a (Y, X) image or (Z, Y, X) stack.
 
@@ -73,15 +85,23 @@ def predict_stack(
     ``out`` (same shape, float32 or uint8 = probability*255) is filled slice by
     slice; if omitted a float32 array is allocated. Yields progress per batch of
     tiles; stop by closing the generator.
+
+    ``zs`` (a range of slice indices of a stack) predicts only those slices, with
+    their context slices read from ``image`` as usual; ``out`` then holds
+    ``len(zs)`` slices, ``out[i]`` for slice ``zs[i]`` (used by the blockwise path).
     """
     check_image(image)
     is2d = image.ndim == 2
     n = 1 if is2d else image.shape[0]
     hw = image.shape[-2:]
+    zs = range(n) if (zs is None or is2d) else zs
+    if zs.step != 1 or zs.start < 0 or zs.stop > n:
+        raise ValueError(f"zs must be a contiguous range of slices within 0..{n}, got {zs}")
+    want = tuple(image.shape) if is2d else (len(zs), *hw)
     if out is None:
-        out = np.zeros(image.shape, np.float32)
-    if tuple(out.shape) != tuple(image.shape):
-        raise ValueError(f"output shape {out.shape} differs from input shape {image.shape}")
+        out = np.zeros(want, np.float32)
+    if tuple(out.shape) != want:
+        raise ValueError(f"output shape {out.shape} differs from the expected shape {want}")
     k = int(card.get("context", 0))
     scale = float(card.get("scale", 1.0))
     norm = card.get("normalization", {})
@@ -89,7 +109,7 @@ def predict_stack(
     overlap = int(card.get("overlap", 32) if overlap is None else overlap)
     divisor = 2 ** int(card["architecture"].get("depth", 0))
     small = scaled_shape(hw, scale)
-    fn = make_forward(model, device)
+    fn = make_forward(model, device, tta) if tta else make_forward(model, device)
     cache: dict[int, np.ndarray] = {}
 
     def plane(z: int) -> np.ndarray:
@@ -108,9 +128,9 @@ def predict_stack(
     ov = max(0, min(overlap, min(th, tw) - divisor))
     per = -(-len(_starts(max(small[0] + 2 * halo, th), th, max(1, th - ov)))
             * len(_starts(max(small[1] + 2 * halo, tw), tw, max(1, tw - ov))) // batch_size)
-    total = per * n
+    total = per * len(zs)
     done = 0
-    for z in range(n):
+    for j, z in enumerate(zs):
         idx = context_indices(z, n, k)
         for key in list(cache):
             if key not in idx:
@@ -132,5 +152,5 @@ def predict_stack(
         if is2d:
             out[...] = prob
         else:
-            out[z] = prob
+            out[j] = prob
     return out

@@ -36,6 +36,7 @@ class TrainConfig:
     tile: int = 256
     overlap: int = 32
     threads: int | None = None
+    synthetic_ratio: float = 0.0  # share of each batch drawn from the synthetic pairs, if any
     name: str = ""
     notes: dict = field(default_factory=dict)
 
@@ -115,14 +116,17 @@ def prepare_regions(pairs, card, val_pairs, val_fraction):
         for r in regions:
             r.pair = i
         if val_pairs is None and val_fraction > 0:
-            if len(regions) >= 2:
+            if len(regions) >= max(2, round(1 / val_fraction)):
+                # enough slices: hold out the last ones (a contiguous block, no leak from neighbours)
                 nval = max(1, int(round(len(regions) * val_fraction)))
                 nval = min(nval, len(regions) - 1)
                 val_regions += regions[-nval:]
                 regions = regions[:-nval]
             else:
-                tr, va = split_rows(regions[0], val_fraction)
-                regions, val_regions = [tr], val_regions + [va]
+                # a few corrected slices: keep all of them for training, minus a bottom strip each
+                split = [split_rows(r, val_fraction) for r in regions]
+                regions = [tr for tr, _ in split]
+                val_regions += [va for _, va in split]
         train_regions += regions
     if val_pairs is not None:
         for i, (image, mask, slices) in enumerate(val_pairs):
@@ -147,6 +151,7 @@ def train_segmenter(
     val_pairs: Sequence[tuple] | None = None,
     resume: bool = False,
     device: str = "cpu",
+    synthetic: tuple | None = None,
 ) -> Generator[Progress, None, dict]:
     """Train (or fine-tune) a U-Net on ``(image, mask, slices)`` triples.
 
@@ -155,6 +160,10 @@ def train_segmenter(
     best model by validation IoU, usable as ``--model out_dir``) and
     ``out_dir/last`` (resumable). Closing the generator, an exception or the end
     of training all leave a valid best checkpoint. Returns the final card.
+
+    ``synthetic`` = ``(images, masks)``, N independent 2D pairs (e.g. from ``cellgen
+    synth``): ``round(batch * cfg.synthetic_ratio)`` patches of every batch come from them;
+    they are never used for validation.
     """
     import torch
 
@@ -164,13 +173,25 @@ def train_segmenter(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        card = yield from _train(torch, pairs, out_dir, cfg, val_pairs, resume, device)
+        card = yield from _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic)
     finally:
         torch.set_num_threads(threads_before)
     return card
 
 
-def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device):
+def _synthetic_regions(synthetic, card) -> list[Region]:
+    images, masks = synthetic
+    if tuple(images.shape) != tuple(masks.shape) or images.ndim != 3:
+        raise DataError(f"synthetic images {tuple(images.shape)} and masks {tuple(masks.shape)} must be "
+                        "two (N, Y, X) arrays of one shape")
+    out = []
+    for i in range(images.shape[0]):  # independent 2D pairs: no neighbours across them
+        check_pair(images[i], masks[i], f"synthetic pair {i}")
+        out += build_regions(np.asarray(images[i]), np.asarray(masks[i]), [0], card)
+    return out
+
+
+def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None):
     from ..models.store import save_model
     from .augment import augment
     from .checkpoint import load_training_state, save_training_state
@@ -180,6 +201,12 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device):
     yield Progress(0, cfg.steps, "prepare data")
     train_regions, val_regions = prepare_regions(pairs, card, val_pairs, cfg.val_fraction)
     sampler = PatchSampler(train_regions, cfg.patch, cfg.fg_prob, cfg.seed)
+    n_syn = int(round(cfg.batch * cfg.synthetic_ratio)) if synthetic is not None else 0
+    if synthetic is not None and not 0.0 <= cfg.synthetic_ratio <= 1.0:
+        raise DataError(f"the synthetic ratio must be between 0 and 1, got {cfg.synthetic_ratio}")
+    syn_sampler = None
+    if n_syn:
+        syn_sampler = PatchSampler(_synthetic_regions(synthetic, card), cfg.patch, cfg.fg_prob, cfg.seed + 1)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     card.update(
@@ -188,6 +215,8 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device):
         training={
             "config": {k: v for k, v in asdict(cfg).items() if k != "notes"},
             "train_slices": len(train_regions),
+            "synthetic": ({"pairs": len(syn_sampler.regions), "per_batch": n_syn, "ratio": cfg.synthetic_ratio}
+                          if syn_sampler else None),
             "val_regions": len(val_regions),
             # (pair, slice) of every region used: an unlabelled slice never appears here
             "slices": {
@@ -202,6 +231,8 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device):
         st = load_training_state(out_dir / "last", model, opt)
         step, best, history = st["step"], st["best"], st["history"]
         sampler.rng.bit_generator.state = st["sampler_rng"]
+        if syn_sampler is not None and "synthetic_rng" in st:
+            syn_sampler.rng.bit_generator.state = st["synthetic_rng"]
         gen.set_state(torch.tensor(st["aug_rng"], dtype=torch.uint8))
     model.to(device).train()
     best_written = (out_dir / "model.safetensors").exists() and resume
@@ -218,6 +249,7 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device):
                 "best": best,
                 "history": history,
                 "sampler_rng": sampler.rng.bit_generator.state,
+                "synthetic_rng": syn_sampler.rng.bit_generator.state if syn_sampler else None,
                 "aug_rng": gen.get_state().tolist(),
                 "torch_rng": torch.get_rng_state().tolist(),
             },
@@ -234,7 +266,12 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device):
         while step < cfg.steps:
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * _lr_factor(step, cfg.steps, cfg.warmup)
-            x, y = sampler.sample(cfg.batch)
+            if n_syn:
+                parts = [sampler.sample(cfg.batch - n_syn)] if cfg.batch > n_syn else []
+                parts.append(syn_sampler.sample(n_syn))
+                x, y = np.concatenate([a for a, _ in parts]), np.concatenate([m for _, m in parts])
+            else:
+                x, y = sampler.sample(cfg.batch)
             x, y = augment(torch.from_numpy(x), torch.from_numpy(y), gen, elastic_p=cfg.elastic_p)
             loss = _loss(model(x.to(device)), y.to(device))
             opt.zero_grad(set_to_none=True)
@@ -308,6 +345,7 @@ def train_model(
     device: str = "cpu",
     register_as: str | None = None,
     stop=None,
+    synthetic: tuple | None = None,
 ) -> Generator[Progress, None, dict]:
     """:func:`train_segmenter`, plus a polite stop and registration of the result.
 
@@ -323,7 +361,8 @@ def train_model(
     from ..models.store import read_card, register_model
 
     out_dir = Path(out_dir)
-    gen = train_segmenter(pairs, out_dir, cfg, val_pairs=val_pairs, resume=resume, device=device)
+    gen = train_segmenter(pairs, out_dir, cfg, val_pairs=val_pairs, resume=resume, device=device,
+                          synthetic=synthetic)
     stopped, step, card = False, 0, None
     try:
         while True:

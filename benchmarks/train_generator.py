@@ -1,0 +1,145 @@
+"""Train the shipped generator ("mito-gen") on the Lucchi training volume within a CPU budget.
+
+Slices 0-139 train (images and masks); 140-164 are held out (their images pick the denoiser
+checkpoint by unconditional validation loss; their masks are never read here, so the fidelity
+benchmark on them stays clean). Wall-clock budgets per stage bound the run; the learning rates
+follow whichever runs out first, steps or time.
+
+    python benchmarks/train_generator.py --out runs/gen --vae-minutes 18 --diffusion-minutes 32
+
+Then ``python benchmarks/generator_quality.py --generator runs/gen`` and, if it is good, copy
+runs/gen (vae/, denoiser/, layout.json) to src/napari_cellgen/_data/generators/mito-gen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import tifffile
+
+from napari_cellgen._progress import run
+from napari_cellgen.generate.train import GeneratorConfig, train_generator
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / ".." / "shared" / "data" / "lucchi"
+
+
+def _ints(text):
+    return tuple(int(v) for v in text.split(","))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "gen")
+    ap.add_argument("--n-val", type=int, default=25)
+    ap.add_argument("--n-train", type=int, default=None, help="only the first N slices (smoke runs)")
+    ap.add_argument("--vae-steps", type=int, default=100000)
+    ap.add_argument("--vae-minutes", type=float, default=18.0)
+    ap.add_argument("--vae-batch", type=int, default=8)
+    ap.add_argument("--vae-patch", type=int, default=128)
+    ap.add_argument("--vae-channels", type=_ints, default=(32, 64, 128))
+    ap.add_argument("--adv-weight", type=float, default=0.0)
+    ap.add_argument("--latent-variants", type=int, default=4)
+    ap.add_argument("--diffusion-steps", type=int, default=100000)
+    ap.add_argument("--diffusion-minutes", type=float, default=32.0)
+    ap.add_argument("--diffusion-batch", type=int, default=8, help="batch of full 32x32-latent crops")
+    ap.add_argument(
+        "--small-crop-p",
+        type=float,
+        default=0.75,
+        help="fraction of steps on 16x16-latent crops with 4x the batch",
+    )
+    ap.add_argument("--unet-channels", type=_ints, default=(64, 128, 192))
+    ap.add_argument("--layers-per-block", type=int, default=1)
+    ap.add_argument("--diffusion-lr", type=float, default=5e-4)
+    ap.add_argument("--val-every", type=int, default=250)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "generator_train.json")
+    args = ap.parse_args(argv)
+
+    images = tifffile.imread(args.data / "training.tif")
+    masks = tifffile.imread(args.data / "training_groundtruth.tif")
+    n = images.shape[0]
+    val = list(range(n - args.n_val, n))
+    train = list(range(0, args.n_train or (n - args.n_val)))
+    cfg = GeneratorConfig(
+        vae_steps=args.vae_steps,
+        vae_minutes=args.vae_minutes,
+        vae_batch=args.vae_batch,
+        vae_patch=args.vae_patch,
+        vae_channels=args.vae_channels,
+        adv_weight=args.adv_weight,
+        latent_variants=args.latent_variants,
+        diffusion_steps=args.diffusion_steps,
+        diffusion_minutes=args.diffusion_minutes,
+        diffusion_batch=args.diffusion_batch,
+        small_crop_p=args.small_crop_p,
+        block_out_channels=args.unet_channels,
+        layers_per_block=args.layers_per_block,
+        diffusion_lr=args.diffusion_lr,
+        val_every=args.val_every,
+        threads=args.threads,
+        seed=args.seed,
+        name="mito-gen",
+        notes={
+            "data": "EPFL/Lucchi training volume",
+            "train_slices_list": f"{train[0]}-{train[-1]}",
+            "val_slices_list": f"{val[0]}-{val[-1]}",
+            "command": " ".join(sys.argv),
+        },
+    )
+    t0 = time.time()
+    stage_t = {}
+
+    def cb(p):
+        stage_t.setdefault(p.stage, time.time())
+        vals = p.info and any(k.startswith("val_") for k in p.info)
+        if (
+            vals
+            or (p.info and p.done % 50 == 0)
+            or p.stage in ("prepare",)
+            or (p.stage == "encode" and p.done % 40 == 0)
+        ):
+            rec = {"stage": p.stage, "step": p.done, "total": p.total, "t": round(time.time() - t0, 1)}
+            rec.update({k: (round(v, 5) if isinstance(v, float) else v) for k, v in (p.info or {}).items()})
+            print(json.dumps(rec), flush=True)
+
+    res = run(
+        train_generator(
+            images, masks, args.out, cfg, slices=train, val_slices=val, image_slices=train, val_masks=False
+        ),
+        cb,
+    )
+    total = time.time() - t0
+    stage_t = {k: round(v - t0, 1) for k, v in stage_t.items()}
+    summary = {
+        "generator": str(args.out),
+        "total_time_s": round(total, 1),
+        "stage_start_s": stage_t,
+        "threads": args.threads,
+        "vae": {
+            "metrics": res["vae"].get("metrics"),
+            "steps": res["vae"].get("training", {}).get("steps"),
+            "architecture": res["vae"]["architecture"],
+        },
+        "denoiser": {
+            "metrics": res["denoiser"].get("metrics"),
+            "steps": res["denoiser"]["training"]["steps"],
+            "architecture": res["denoiser"]["architecture"],
+        },
+        "layout": {k: v for k, v in res["layout"].items() if k != "objects"},
+        "config": res["denoiser"]["training"]["config"],
+    }
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(summary, indent=2, default=str))
+    print(json.dumps({"done": True, "time_s": round(total, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

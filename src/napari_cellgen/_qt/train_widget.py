@@ -1,0 +1,338 @@
+"""The "Train" dock widget: train or fine-tune on image + labels layers in a thread worker.
+
+All the work is :func:`napari_cellgen.train.loop.train_model`; this file only turns
+widget values into its arguments and its progress into a bar, a label and a plot.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+import time
+from pathlib import Path
+
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    Select,
+    SpinBox,
+)
+from napari.qt.threading import GeneratorWorker, create_worker
+from napari.utils.notifications import notification_manager, show_error, show_info
+
+from ._layers import layer_array
+
+REDRAW_S = 2.0  # at most one plot redraw per this many seconds (a draw holds the GIL)
+
+
+class _TrainWorker(GeneratorWorker):
+    """``quit()`` asks the job to stop after the current step.
+
+    The job then closes the training generator in the worker thread (which writes the
+    best checkpoint) and returns normally, so ``returned`` still fires. Errors are shown
+    by the widget (one notification, not napari's default relay plus ours).
+    """
+
+    def __init__(self, func, *args, **kwargs):
+        stop = threading.Event()
+        super().__init__(func, *args, stop=stop.is_set, **kwargs)
+        self.stop_event = stop
+
+    def quit(self) -> None:
+        self.stop_event.set()
+
+    def _relay_error(self, exc):  # handled by TrainWidget._errored
+        pass
+
+
+def _if_alive(method):
+    """Skip a worker callback that arrives after the widget was closed (Qt objects deleted)."""
+
+    def wrapper(self, *args):
+        try:
+            return method(self, *args)
+        except RuntimeError as exc:
+            if "has been deleted" not in str(exc):
+                raise
+
+    return wrapper
+
+
+def _stamp() -> str:
+    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+class TrainWidget(Container):
+    """Train a segmenter from scratch or fine-tune one on the layers you corrected."""
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(labels=True)
+        import napari
+
+        self._viewer = viewer
+        self._worker = None
+        self._history: dict[str, list] = {"step": [], "loss": [], "vstep": [], "iou": []}
+        self._t0, self._last_draw = (0.0, 0), 0.0
+        img_t, lab_t = napari.layers.Image, napari.layers.Labels
+        self.images = Select(label="image layer(s)", choices=self._layer_choices(img_t))
+        self.labels = Select(label="labels layer(s)", choices=self._layer_choices(lab_t),
+                             tooltip="your masks/corrections, one per image layer, same shape")
+        self.slices = LineEdit(label="slices", value="",
+                               tooltip="e.g. 0-9,40; empty = the slices you painted, else all labelled")
+        self.base = ComboBox(label="start from", choices=self._base_choices)
+        self.steps = SpinBox(label="steps", min=1, max=100000, value=300)
+        self.patch = SpinBox(label="patch (px)", min=32, max=2048, step=32, value=256)
+        self.batch = SpinBox(label="batch", min=1, max=128, value=8)
+        self.lr = LineEdit(label="learning rate", value="auto", tooltip="auto: 2e-3 scratch, 5e-4 fine-tune")
+        self.val_fraction = FloatSpinBox(label="validation", min=0.0, max=0.9, step=0.05, value=0.15)
+        self.name = LineEdit(label="model name", value="", tooltip="empty: <base>-ft-<date>")
+        self.finetune_btn = PushButton(text="Fine-tune on my corrections")
+        self.start_btn = PushButton(text="Start")
+        self.stop_btn = PushButton(text="Stop", enabled=False)
+        self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
+        self.status = Label(value="")
+        self.extend([self.images, self.labels, self.slices, self.base, self.steps, self.patch, self.batch,
+                     self.lr, self.val_fraction, self.name, self.finetune_btn, self.start_btn, self.stop_btn,
+                     self.progress, self.status])
+        for sel in (self.images, self.labels):
+            sel.native.setMaximumHeight(72)
+        self._make_plot()
+        self.finetune_btn.changed.connect(self.finetune_on_corrections)
+        self.start_btn.changed.connect(self.start)
+        self.stop_btn.changed.connect(self.stop)
+        self.base.value = self._default_base()
+        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            ev.connect(self.reset_choices)
+        viewer.layers.events.inserted.connect(lambda e: self._watch(e.value))
+        for layer in viewer.layers:
+            self._watch(layer)
+
+    # -- choices -----------------------------------------------------------------
+    def _layer_choices(self, kind):
+        def choices(_w=None):
+            return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, kind)]
+
+        return choices
+
+    def _base_choices(self, _w=None):
+        from ..models.store import list_models
+
+        extra = [self._extra_base] if getattr(self, "_extra_base", None) else []
+        return ["scratch", *list_models(), *extra]
+
+    def _default_base(self, preferred=None) -> str:
+        from ..models.store import DEFAULT_MODEL
+
+        choices = self._base_choices()
+        for c in (preferred, DEFAULT_MODEL):
+            if c in choices:
+                return c
+        return choices[1] if len(choices) > 1 else "scratch"
+
+    def _watch(self, layer):
+        """Remember which slices of a Labels layer the user painted (for fine-tuning)."""
+        from napari.layers import Labels
+
+        if isinstance(layer, Labels) and layer.ndim == 3:
+            from ..train.loop import edited_slices
+
+            def on_paint(event, layer=layer):
+                done = set(layer.metadata.get("cellgen_edited_slices", []))
+                layer.metadata["cellgen_edited_slices"] = sorted(done | edited_slices(event.value))
+
+            layer.events.paint.connect(on_paint)
+
+    # -- the correction loop --------------------------------------------------------
+    def finetune_on_corrections(self):
+        """Fine-tune the model that made the selected Labels layer on the slices painted in it."""
+        from napari.layers import Image, Labels
+
+        active = self._viewer.layers.selection.active
+        layer = active if isinstance(active, Labels) else (self.labels.value or [None])[0]
+        if layer is None:
+            show_error("Select the Labels layer you corrected first.")
+            return
+        src = layer.name.split(" mitochondria")[0]
+        shape = layer.data.shape
+        same = [lyr for lyr in self._viewer.layers if isinstance(lyr, Image) and lyr.data.shape == shape]
+        image = next((lyr for lyr in same if lyr.name == src), same[0] if same else None)
+        if image is None:
+            show_error(f"No image layer with the shape {layer.data.shape} of {layer.name!r}.")
+            return
+        meta = layer.metadata or {}
+        base, path = meta.get("cellgen_model"), meta.get("cellgen_model_path")
+        if base not in self._base_choices() and path and Path(path).is_dir():
+            self._extra_base = base = str(path)
+            self.base.reset_choices()
+        self.images.value, self.labels.value = [image], [layer]
+        self.base.value = self._default_base(base)
+        edited = meta.get("cellgen_edited_slices") or []
+        self.slices.value = ",".join(str(z) for z in edited)
+        self.name.value = self._auto_name(self.base.value)
+        if not edited:
+            show_info(f"No painted slices recorded in {layer.name!r}: training on every labelled slice.")
+        self.start()
+
+    @staticmethod
+    def _auto_name(init: str) -> str:
+        return f"mito-{_stamp()}" if init == "scratch" else f"{Path(init).name}-ft-{_stamp()}"
+
+    # -- running ------------------------------------------------------------------
+    def _job_args(self):
+        from ..train.data import DataError, check_pair, parse_slices
+        from ..train.loop import TrainConfig, base_model_info, default_lr, default_run_dir
+        from ..train.loop import patch_at_model_scale
+
+        images, labels = list(self.images.value), list(self.labels.value)
+        if not images or not labels:
+            raise DataError("choose at least one image layer and its labels layer")
+        if len(images) != len(labels):
+            raise DataError(f"{len(images)} image layers but {len(labels)} labels layers: "
+                            "pair them one to one")
+        order = {lyr.name: i for i, lyr in enumerate(self._viewer.layers)}
+        images.sort(key=lambda lyr: order[lyr.name])
+        labels.sort(key=lambda lyr: order[lyr.name])
+        pairs = []
+        for img, lab in zip(images, labels):
+            if getattr(img, "rgb", False):
+                raise DataError(f"{img.name!r} is an RGB image: convert it to grayscale first")
+            data, mask = layer_array(img), layer_array(lab)
+            check_pair(data, mask, f"{img.name!r} / {lab.name!r}")
+            text = self.slices.value.strip()
+            n = data.shape[0] if data.ndim == 3 else 1
+            pairs.append((data, mask, parse_slices(text, n) if text else None))
+        init = self.base.value
+        lr = self.lr.value.strip().lower()
+        try:
+            lr = default_lr(init) if lr in ("", "auto") else float(lr)
+        except ValueError:
+            raise DataError(f"learning rate {self.lr.value!r} is not a number (or 'auto')") from None
+        info = base_model_info(init)
+        name = self.name.value.strip() or self._auto_name(init)
+        cfg = TrainConfig(init=init, steps=int(self.steps.value), batch=int(self.batch.value), lr=lr,
+                          patch=patch_at_model_scale(int(self.patch.value), info["scale"], info["depth"]),
+                          val_fraction=float(self.val_fraction.value), name=name,
+                          val_every=max(1, int(self.steps.value) // 20),
+                          notes={"base_model": info["name"], "layers": [lyr.name for lyr in labels]})
+        return pairs, default_run_dir(name), cfg
+
+    def start(self):
+        if self._worker is not None:
+            return
+        try:
+            pairs, out_dir, cfg = self._job_args()
+        except ValueError as exc:
+            show_error(f"Cannot train: {exc}")
+            return
+        from ..train.loop import train_model
+
+        self._history = {k: [] for k in self._history}
+        self.progress.max, self.progress.value = cfg.steps, 0
+        self.status.value = "preparing data..."
+        self._worker = create_worker(
+            train_model, pairs, out_dir, cfg, register_as=cfg.name, _worker_class=_TrainWorker,
+            _start_thread=False,
+            _connect={"yielded": self._yielded, "returned": self._returned, "errored": self._errored,
+                      "finished": self._finished},
+        )
+        self._set_running(True)
+        self._worker.start()
+
+    def stop(self):
+        if self._worker is not None:
+            self._worker.quit()
+            self.status.value = "stopping: saving the best model..."
+
+    @_if_alive
+    def _yielded(self, p):
+        info = p.info or {}
+        if p.stage != "train":
+            return
+        self.progress.value = p.done
+        h = self._history
+        h["step"].append(p.done)
+        h["loss"].append(info.get("loss", float("nan")))
+        if "val_iou" in info:
+            h["vstep"].append(p.done)
+            h["iou"].append(info["val_iou"])
+        if len(h["step"]) == 1:  # time from the first step: data preparation is not a step
+            self._t0 = (time.perf_counter(), p.done)
+        t_first, s_first = self._t0
+        eta = (time.perf_counter() - t_first) / max(1, p.done - s_first) * (p.total - p.done)
+        best = f" · best val IoU {max(h['iou']):.3f}" if h["iou"] else ""
+        rate = info.get("samples_per_s", 0.0)
+        self.status.value = (f"step {p.done}/{p.total} · loss {h['loss'][-1]:.3f}{best} · "
+                             f"{rate:.1f} samples/s · ETA {eta // 60:.0f}:{eta % 60:02.0f}")
+        if time.perf_counter() - self._last_draw > REDRAW_S:
+            self._draw()
+
+    @_if_alive
+    def _returned(self, result):
+        self._draw()
+        card = result.get("card") or {}
+        iou = (card.get("metrics") or {}).get("val_iou")
+        reg = result.get("registered")
+        if reg is None:
+            self.status.value = "stopped before training began: nothing saved"
+            show_info("Training stopped before the first step; no model was saved.")
+            return
+        what = "stopped early" if result.get("stopped") else "finished"
+        iou_txt = f", validation IoU {iou:.3f}" if isinstance(iou, float) and iou == iou else ""
+        self.status.value = f"{what} at step {result.get('step')}: model {reg.name!r}{iou_txt}"
+        for w in list(getattr(self._viewer.window, "dock_widgets", {}).values()):
+            if hasattr(w, "reset_choices"):
+                w.reset_choices()  # the Segment widget now lists the new model
+        self.base.reset_choices()
+        show_info(f"Training {what}: model {reg.name!r}{iou_txt} is ready in the Segment widget.")
+
+    @_if_alive
+    def _errored(self, exc):
+        self.status.value = f"failed: {exc}"
+        if isinstance(exc, ValueError):  # bad input the user can fix: one clear line
+            show_error(f"Training failed: {exc}")
+        else:  # a bug: a notification with its traceback
+            notification_manager.receive_error(type(exc), exc, exc.__traceback__)
+
+    @_if_alive
+    def _finished(self):
+        self._worker = None
+        self._set_running(False)
+
+    def _set_running(self, running: bool):
+        for w in (self.start_btn, self.finetune_btn, self.images, self.labels, self.base, self.steps):
+            w.enabled = not running
+        self.stop_btn.enabled = running
+
+    # -- plot -----------------------------------------------------------------------
+    def _make_plot(self):
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4, 2.4), tight_layout=True)
+        ax = fig.add_subplot(111)
+        ax2 = ax.twinx()
+        (self._loss_line,) = ax.plot([], [], color="tab:blue", lw=1)
+        (self._iou_line,) = ax2.plot([], [], "o-", color="tab:orange", ms=3)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss", color="tab:blue")
+        ax2.set_ylabel("validation IoU", color="tab:orange")
+        ax2.set_ylim(0, 1)
+        self._ax = ax
+        self._canvas = FigureCanvasQTAgg(fig)
+        self._canvas.setMinimumHeight(180)
+        self.native.layout().addWidget(self._canvas)
+
+    def _draw(self):
+        h = self._history
+        self._loss_line.set_data(h["step"], h["loss"])
+        self._iou_line.set_data(h["vstep"], h["iou"])
+        self._ax.relim()
+        self._ax.autoscale_view()
+        self._iou_line.axes.set_xlim(self._ax.get_xlim())
+        self._canvas.draw_idle()
+        self._last_draw = time.perf_counter()

@@ -1,0 +1,194 @@
+"""``cellgen train-generator``: train a mask-conditioned EM generator (VAE + latent denoiser).
+
+    cellgen train-generator --images IMG.tif --masks MASKS.tif -o GEN_DIR \\
+        [--vae-steps N --diffusion-steps N] [--slices LIST] [--val-slices LIST]
+
+Only the masks of --slices are ever read (default: every non-validation slice with any
+annotation); the images of all non-validation slices train the VAE and the denoiser. With
+``--init GEN_DIR --vae-steps 0`` an existing generator's VAE is kept and its denoiser fine-tuned:
+the cheap way to build a generator for a few annotated slices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    from ..generate.train import GeneratorConfig
+
+    d = GeneratorConfig()
+    p = sub.add_parser(
+        "train-generator",
+        help="train a mask-conditioned EM image generator (VAE + latent diffusion)",
+        description="Train a generator folder GEN_DIR (vae/, denoiser/, layout.json) on an image stack "
+        "and its "
+        "masks (0 = background). Only the masks of --slices are used; --slices '' trains an unconditional "
+        "generator. Closing it early (Ctrl-C) keeps what has been written.",
+    )
+    p.add_argument("--images", required=True, metavar="IMG.tif")
+    p.add_argument("--masks", default=None, metavar="MASKS.tif", help="masks, same shape as --images")
+    p.add_argument("-o", "--output", required=True, metavar="GEN_DIR")
+    p.add_argument(
+        "--slices",
+        default=None,
+        help="the only slices whose masks are used, e.g. 0-9,40 (default: every non-validation slice "
+        "with any annotation; '' = none: unconditional)",
+    )
+    p.add_argument(
+        "--val-slices",
+        default=None,
+        help="held-out slices (default: the last 15 %%); 'none' for no validation",
+    )
+    p.add_argument(
+        "--val-masks",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="use the validation slices' masks to pick checkpoints (auto: only without --slices)",
+    )
+    p.add_argument("--init", default=None, metavar="GEN_DIR", help="start from this generator")
+    p.add_argument("--vae-steps", type=int, default=d.vae_steps)
+    p.add_argument("--diffusion-steps", type=int, default=d.diffusion_steps)
+    p.add_argument("--vae-minutes", type=float, default=None, help="time budget for the VAE (stops early)")
+    p.add_argument("--diffusion-minutes", type=float, default=None, help="time budget for the denoiser")
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=d.tile,
+        help="side of the generated tiles (and of the denoiser's training crops) in pixels (default 256)",
+    )
+    p.add_argument("--vae-patch", type=int, default=d.vae_patch)
+    p.add_argument("--vae-batch", type=int, default=d.vae_batch)
+    p.add_argument("--diffusion-batch", type=int, default=d.diffusion_batch)
+    p.add_argument("--vae-channels", type=_ints, default=d.vae_channels, help="e.g. 32,64,128")
+    p.add_argument(
+        "--small-crop-p",
+        type=float,
+        default=d.small_crop_p,
+        help="fraction of denoiser steps on half-side crops with 4x the batch (default %(default)s)",
+    )
+    p.add_argument("--unet-channels", type=_ints, default=d.block_out_channels, help="e.g. 64,128,192")
+    p.add_argument("--layers-per-block", type=int, default=d.layers_per_block)
+    p.add_argument(
+        "--adv-weight", type=float, default=d.adv_weight, help="patch-GAN weight for the VAE (0 = off)"
+    )
+    p.add_argument(
+        "--latent-variants",
+        type=int,
+        default=d.latent_variants,
+        help="dihedral variants of each slice encoded for the denoiser (1-8)",
+    )
+    p.add_argument("--scale", type=float, default=d.scale, help="generator resolution / input resolution")
+    p.add_argument("--val-every", type=int, default=d.val_every)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--name", default=None)
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def build_config(args):
+    from ..generate.train import GeneratorConfig
+
+    for name in ("vae_patch", "vae_batch", "diffusion_batch", "val_every"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.vae_steps < 0 or args.diffusion_steps < 1:
+        raise ValueError("--vae-steps must be >= 0 and --diffusion-steps >= 1")
+    factor = 2 ** len(args.vae_channels)
+    if args.tile < factor or args.tile % (factor * 4):
+        raise ValueError(f"--tile must be a multiple of {factor * 4} (the VAE factor {factor} x 4)")
+    if args.vae_steps == 0 and not args.init:
+        raise ValueError("--vae-steps 0 needs --init GEN_DIR (a generator whose VAE to keep)")
+    return GeneratorConfig(
+        vae_steps=args.vae_steps,
+        diffusion_steps=args.diffusion_steps,
+        vae_minutes=args.vae_minutes,
+        diffusion_minutes=args.diffusion_minutes,
+        vae_patch=args.vae_patch,
+        vae_batch=args.vae_batch,
+        diffusion_batch=args.diffusion_batch,
+        vae_channels=tuple(args.vae_channels),
+        block_out_channels=tuple(args.unet_channels),
+        layers_per_block=args.layers_per_block,
+        adv_weight=args.adv_weight,
+        latent_variants=args.latent_variants,
+        scale=args.scale,
+        tile=args.tile,
+        latent_crop=args.tile // factor,
+        small_crop_p=args.small_crop_p,
+        val_every=args.val_every,
+        seed=args.seed,
+        threads=args.threads,
+        name=args.name or Path(args.output).name,
+        notes={"images": str(args.images), "masks": str(args.masks) if args.masks else None},
+    )
+
+
+def _read(path):
+    from ..io import read_stack
+
+    src = Path(path)
+    if not src.exists():
+        raise FileNotFoundError(f"{src} does not exist")
+    data, _ = read_stack(src)
+    return data
+
+
+def run(args) -> int:
+    from .._progress import run as drive
+    from .._progress import tqdm_callback
+    from ..generate.train import train_generator
+    from ..train.data import parse_slices
+
+    cfg = build_config(args)
+    images = _read(args.images)
+    masks = _read(args.masks) if args.masks else None
+    n = 1 if images.ndim == 2 else images.shape[0]
+    slices = None
+    if args.slices is not None:
+        slices = parse_slices(args.slices, n) if args.slices.strip() else []
+    val = None
+    if args.val_slices is not None:
+        val = [] if args.val_slices.strip().lower() in ("", "none") else parse_slices(args.val_slices, n)
+    val_masks = {"auto": None, "yes": True, "no": False}[args.val_masks]
+    bar = None if args.quiet else tqdm_callback("train-generator")
+    t0 = time.perf_counter()
+
+    def report(p):
+        if bar is not None:
+            bar(p)
+        if p.info and any(k.startswith("val_") for k in p.info):
+            vals = {k: round(v, 4) for k, v in p.info.items() if k.startswith("val_")}
+            line = f"{p.stage} step {p.done}/{p.total} {json.dumps(vals)} {time.perf_counter() - t0:.0f} s"
+            print(line, file=sys.stderr, flush=True)
+
+    res = drive(
+        train_generator(
+            images,
+            masks,
+            args.output,
+            cfg,
+            slices=slices,
+            val_slices=val,
+            val_masks=val_masks,
+            init=args.init,
+        ),
+        report,
+    )
+    print(
+        f"cellgen train-generator: wrote {res['path']} in {time.perf_counter() - t0:.0f} s "
+        f"(mask slices: {len(res['denoiser']['training']['mask_slices'])}; "
+        f"VAE {json.dumps(res['vae'].get('metrics', {}))}; "
+        f"denoiser {json.dumps(res['denoiser'].get('metrics', {}))})",
+        file=sys.stderr,
+    )
+    return 0

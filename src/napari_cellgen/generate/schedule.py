@@ -1,0 +1,57 @@
+"""Noise schedules and samplers (diffusers schedulers, configured from a denoiser card).
+
+The three diffusion pieces stay apart: the scheduler here (parameter-free, configured from
+``card["schedule"]``), the network in :mod:`napari_cellgen.models.denoiser`, and the sampling
+loop in :mod:`napari_cellgen.generate.sample`.
+"""
+
+from __future__ import annotations
+
+DEFAULT_SCHEDULE = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "squaredcos_cap_v2",  # cosine (Nichol & Dhariwal); diffusers computes it in float64
+    "prediction_type": "v_prediction",
+}
+SAMPLERS = ("dpm++", "ddim")
+
+
+def train_scheduler(schedule: dict | None = None):
+    """The DDPM scheduler used for training (``add_noise``, ``get_velocity``)."""
+    from diffusers import DDPMScheduler
+
+    cfg = {**DEFAULT_SCHEDULE, **(schedule or {})}
+    return DDPMScheduler(**cfg, clip_sample=False)
+
+
+def sampling_scheduler(kind: str = "dpm++", schedule: dict | None = None):
+    """A fast sampler: ``"dpm++"`` (DPM-Solver++ 2M, deterministic) or ``"ddim"`` (eta 0)."""
+    cfg = {**DEFAULT_SCHEDULE, **(schedule or {})}
+    kind = (kind or "dpm++").lower()
+    if kind in ("dpm++", "dpmsolver++", "dpm"):
+        from diffusers import DPMSolverMultistepScheduler
+
+        # lambda_min_clipped: recommended for the cosine schedule, whose last steps have near-zero alpha
+        return DPMSolverMultistepScheduler(
+            **cfg,
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+            timestep_spacing="trailing",
+            lambda_min_clipped=-5.1,
+        )
+    if kind == "ddim":
+        from diffusers import DDIMScheduler
+
+        return DDIMScheduler(**cfg, clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
+    raise ValueError(f"unknown sampler {kind!r}: use one of {', '.join(SAMPLERS)}")
+
+
+def training_target(scheduler, latents, noise, timesteps):
+    """What the network learns to predict for ``scheduler.config.prediction_type``."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    if kind == "sample":
+        return latents
+    raise ValueError(f"unsupported prediction type {kind!r}")

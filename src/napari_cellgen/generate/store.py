@@ -1,0 +1,216 @@
+"""Generator folders: ``vae/`` and ``denoiser/`` (safetensors + card.json each) and ``layout.json``.
+
+::
+
+    GEN_DIR/
+      vae/model.safetensors, vae/card.json         ConvVAE; card: architecture, normalisation,
+                                                   latent shift/scale, training, metrics, date
+      denoiser/model.safetensors, denoiser/card.json   MaskDenoiser (EMA weights); card: architecture,
+                                                   noise schedule, conditioning, mask slices, metrics
+      layout.json                                  fitted mask-layout statistics (see layout.py)
+
+Everything loads offline from the files alone; nothing is unpickled. Bundled generators live in
+``napari_cellgen/_data/generators/<name>``, the user's in the per-user data folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..models.store import CARD, WEIGHTS, ModelError, atomic_write_bytes, load_tensors, save_model, user_dir
+
+DEFAULT_GENERATOR = "mito-gen"
+LAYOUT = "layout.json"
+PARTS = ("vae", "denoiser")
+
+
+class GeneratorError(ModelError):
+    """A generator folder is missing, incomplete or does not match its cards (a ValueError)."""
+
+
+def bundled_generators_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "_data" / "generators"
+
+
+def user_generators_dir() -> Path:
+    return user_dir().parent / "generators"
+
+
+def is_generator(folder: str | os.PathLike) -> bool:
+    f = Path(folder)
+    return (
+        all((f / p / CARD).is_file() and (f / p / WEIGHTS).is_file() for p in PARTS)
+        and (f / LAYOUT).is_file()
+    )
+
+
+def list_generators() -> dict[str, Path]:
+    """Names of bundled and user generators mapped to their folders (user ones win on clashes)."""
+    found: dict[str, Path] = {}
+    for root in (bundled_generators_dir(), user_generators_dir()):
+        if root.is_dir():
+            for sub in sorted(root.iterdir()):
+                if is_generator(sub):
+                    found[sub.name] = sub
+    return found
+
+
+def resolve_generator(name_or_dir: str | os.PathLike | None = None) -> Path:
+    """A generator folder from a registered name, a path, or None (the default generator)."""
+    if name_or_dir in (None, "", "default"):
+        name_or_dir = DEFAULT_GENERATOR
+    path = Path(name_or_dir)
+    if path.is_dir():
+        return path
+    known = list_generators()
+    if str(name_or_dir) in known:
+        return known[str(name_or_dir)]
+    if path.exists() or os.sep in str(name_or_dir) or "/" in str(name_or_dir):
+        raise GeneratorError(
+            f"{name_or_dir} is not a folder: a generator is a folder with vae/, denoiser/ "
+            f"and {LAYOUT} (as written by `cellgen train-generator -o GEN_DIR`)."
+        )
+    raise GeneratorError(
+        f"No generator called {str(name_or_dir)!r}. Known generators: {', '.join(known) or 'none'}; "
+        "train one with `cellgen train-generator` or give the path of a generator folder."
+    )
+
+
+@dataclass
+class LatentGenerator:
+    """A loaded generator: VAE, denoiser (EMA weights), their cards and the layout statistics."""
+
+    vae: object
+    denoiser: object
+    vae_card: dict
+    denoiser_card: dict
+    layout: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.denoiser_card.get("name") or (self.path.name if self.path else "generator")
+
+    @property
+    def factor(self) -> int:
+        return self.vae.divisor
+
+    @property
+    def divisor(self) -> int:
+        """Image sides must be multiples of this."""
+        return self.vae.divisor * self.denoiser.divisor
+
+    @property
+    def tile(self) -> int:
+        return int(self.denoiser_card.get("tile", 256))
+
+
+def save_part(folder: str | Path, model, card: dict) -> Path:
+    """Write ``model.safetensors`` + ``card.json`` (weights checksum included) atomically."""
+    return save_model(Path(folder), model, card)
+
+
+def save_layout(gen_dir: str | Path, layout: dict) -> None:
+    atomic_write_bytes(Path(gen_dir) / LAYOUT, json.dumps(layout, indent=1).encode())
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GeneratorError(
+            f"{path.parent} has no {path.name}: the generator is incomplete ({what})."
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise GeneratorError(f"{path} is not valid JSON ({exc}).") from exc
+
+
+def _load_part(folder: Path, part: str, cls):
+    sub = folder / part
+    if not sub.is_dir():
+        raise GeneratorError(
+            f"{folder} has no {part}/ folder: it is not a complete generator (training may have been "
+            "stopped before this part was written)."
+        )
+    card = _read_json(sub / CARD, f"{part} card")
+    if "architecture" not in card:
+        raise GeneratorError(f"{sub / CARD} does not describe an architecture.")
+    if not (sub / WEIGHTS).is_file():
+        raise GeneratorError(f"{sub} has no {WEIGHTS}: the generator is incomplete.")
+    try:
+        state = load_tensors(sub / WEIGHTS)
+    except ModelError as exc:
+        raise GeneratorError(str(exc)) from exc
+    try:
+        model = cls(**card["architecture"])
+        model.load_state_dict(state)  # float16 (exported) weights are cast to the model's float32
+    except (TypeError, RuntimeError, ValueError) as exc:
+        raise GeneratorError(f"The weights in {sub} do not match its card ({exc}).") from exc
+    return model.eval(), card
+
+
+def load_generator(name_or_dir=None, device: str = "cpu") -> LatentGenerator:
+    """Load a generator folder (or registered name); raises :class:`GeneratorError` if incomplete."""
+    from ..models.denoiser import MaskDenoiser
+    from ..models.vae import ConvVAE
+
+    folder = resolve_generator(name_or_dir)
+    vae, vcard = _load_part(folder, "vae", ConvVAE)
+    den, dcard = _load_part(folder, "denoiser", MaskDenoiser)
+    if "latent_scale" not in vcard:
+        raise GeneratorError(f"{folder / 'vae' / CARD} lacks latent_scale: the VAE was not finished.")
+    if den.config["latent_channels"] != vae.config["latent_channels"] or den.config["factor"] != vae.divisor:
+        raise GeneratorError(
+            f"{folder}: the denoiser does not fit the VAE (latent channels or factor differ)."
+        )
+    layout = _read_json(folder / LAYOUT, "mask layout statistics")
+    return LatentGenerator(vae.to(device), den.to(device), vcard, dcard, layout, folder)
+
+
+def register_generator(folder: str | Path, name: str | None = None) -> Path:
+    """Copy a generator folder (cards, weights, layout) into the user generators folder."""
+    src = Path(folder)
+    if not is_generator(src):
+        raise GeneratorError(f"{src} is not a complete generator (needs vae/, denoiser/ and {LAYOUT}).")
+    safe = (
+        "".join(c if c.isalnum() or c in "-_." else "-" for c in (name or src.name)).strip(".-")
+        or "generator"
+    )
+    dest = user_generators_dir() / safe
+    for part in PARTS:
+        for fname in (WEIGHTS, CARD):
+            atomic_write_bytes(dest / part / fname, (src / part / fname).read_bytes())
+    atomic_write_bytes(dest / LAYOUT, (src / LAYOUT).read_bytes())
+    return dest
+
+
+def state_dict_tensors(path: Path) -> dict:
+    """The tensors of a safetensors file (no pickle): for tests and tools."""
+    return load_tensors(path)
+
+
+def export_generator(src: str | Path, dest: str | Path, half: bool = False) -> dict:
+    """Copy a trained generator to ``dest`` (e.g. the bundled folder), optionally as float16 weights.
+
+    float16 halves the size; :func:`load_generator` casts back to float32. Returns the sizes in bytes.
+    """
+    from ..models.store import save_tensors
+
+    src, dest = Path(src), Path(dest)
+    gen = load_generator(src)  # refuses incomplete folders
+    sizes = {}
+    for part, model, card in (("vae", gen.vae, gen.vae_card), ("denoiser", gen.denoiser, gen.denoiser_card)):
+        state = model.state_dict()
+        if half:
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        sha = save_tensors(dest / part / WEIGHTS, state)
+        card = {**card, "weights_sha256": sha, "weights_dtype": "float16" if half else "float32"}
+        card.pop("path", None)
+        atomic_write_bytes(dest / part / CARD, json.dumps(card, indent=2, default=str).encode())
+        sizes[part] = (dest / part / WEIGHTS).stat().st_size
+    atomic_write_bytes(dest / LAYOUT, (src / LAYOUT).read_bytes())
+    sizes["total"] = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    return sizes

@@ -1,0 +1,466 @@
+"""Blockwise segmentation of volumes larger than memory, on dask.distributed (or in-process).
+
+The volume is cut into blocks of whole slices along z. Why only z: the in-memory path
+normalises every slice by its own percentiles and lays its tile grid over the whole slice
+(:func:`~.predict.predict_stack`), so a y/x block would see different statistics and tile
+positions and its probabilities would differ. Along z nothing couples slices but the
+model's ``card["context"]`` neighbours, so each block reads ``context`` extra slices on each
+side (mirrored at the ends of the volume exactly as in memory) and its probabilities are the
+in-memory ones, computed by the same function. A slice of a 4096² volume costs ~100 MB per
+block slice at most, so z-blocks bound memory well enough.
+
+Stages (each a set of independent tasks; :func:`segment_blockwise_iter` yields progress):
+
+1. per block: probabilities (uint8, as in memory) -> optional 3×3×3 median (one more slice of
+   probabilities each side) -> :func:`~.postprocess.label_stack` with block-local ids, written to
+   the output zarr; returns each local object's voxel count and z extent;
+2. per block border: pairs of local ids that overlap across the border (face connectivity);
+3. on the client: one union-find over all pairs (``scipy.sparse.csgraph``), the size filter and
+   compact ids in order of first appearance -- the same ids as :func:`~.postprocess.label_stack`;
+4. per block: local ids -> final ids in place; then ``commit`` renames the zarr into place;
+5. optional measurements: each object is measured by the task of the block where it starts,
+   with :func:`~.measure.measure_iter` on a slab that holds it whole; the tables are concatenated.
+
+Only the committed zarr is visible under the output name: a failure anywhere removes the
+partial folder and raises :class:`BlockError` naming the block.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._progress import Progress, run
+
+
+class BlockError(RuntimeError):
+    """A block task failed; the message names the block and the cause."""
+
+
+# --------------------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class Source:
+    """A picklable handle on the input volume: a path (opened once per worker) or an array."""
+
+    path: str | None = None
+    array: Any = None
+
+    def open(self):
+        if self.array is not None:
+            return self.array
+        return _open_path(self.path)
+
+
+_OPENED: dict[str, Any] = {}
+
+
+def _open_path(path: str):
+    if path not in _OPENED:
+        from ..io import read_stack
+
+        data, _ = read_stack(path, memory_limit=0)  # lazy / memory-mapped, never loaded whole
+        _OPENED.clear()
+        _OPENED[path] = data
+    return _OPENED[path]
+
+
+class _Window:
+    """The slices ``r0:r1`` of a volume, read once, indexable by global slice number."""
+
+    def __init__(self, image, r0: int, r1: int):
+        self.shape = tuple(image.shape)
+        self.dtype = np.dtype(image.dtype)
+        self.ndim = 3
+        self.r0 = r0
+        self.data = np.asarray(image[r0:r1])
+
+    def __getitem__(self, z):
+        if not isinstance(z, (int, np.integer)) or not 0 <= z - self.r0 < len(self.data):
+            raise IndexError(f"slice {z} is outside the block window")
+        return self.data[int(z) - self.r0]
+
+
+def plan_blocks(n: int, block_z: int) -> list[tuple[int, int]]:
+    block_z = max(1, int(block_z))
+    return [(z, min(n, z + block_z)) for z in range(0, n, block_z)]
+
+
+def default_block_z(shape, budget_bytes: int = 256 * 1024**2) -> int:
+    """Slices per block so that one block's working set (~8 bytes/voxel) stays near ``budget``."""
+    per_slice = 8 * int(shape[-1]) * int(shape[-2])
+    return int(max(1, min(64, budget_bytes // max(1, per_slice))))
+
+
+# --------------------------------------------------------------------------- tasks (workers)
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(int(threads))
+
+
+def _open_zarr(path: str):
+    import zarr
+
+    return zarr.open_array(path, mode="r+")
+
+
+def _segment_block(src: Source, model, z0: int, z1: int, p: dict) -> dict:
+    """Stage 1 for slices z0:z1: probabilities, local 3D labels, per-object size and z extent."""
+    from scipy import ndimage as ndi
+
+    from .postprocess import label_stack
+    from .predict import predict_stack
+
+    _set_threads(p.get("threads"))
+    net, card = model
+    image = src.open()
+    n = image.shape[0]
+    m = 1 if p["median"] else 0
+    lo, hi = max(0, z0 - m), min(n, z1 + m)
+    k = int(card.get("context", 0))
+    window = _Window(image, max(0, lo - k), min(n, hi + k))
+    prob = np.zeros((hi - lo, *image.shape[1:]), np.uint8)
+    run(predict_stack(net, card, window, prob, tile=p["tile"], overlap=p["overlap"],
+                      batch_size=p["batch_size"], device=p["device"], tta=p.get("tta", False),
+                      zs=range(lo, hi)))
+    del window
+    if p.get("prob_path"):
+        _open_zarr(p["prob_path"])[z0:z1] = prob[z0 - lo : z1 - lo]
+    if m:  # equals label_stack's per-slice 3x3x3 median: one true neighbour slice each side
+        prob = ndi.median_filter(prob, size=3, mode="nearest")
+    prob = prob[z0 - lo : z1 - lo]
+    lab = np.zeros(prob.shape, np.uint32)
+    nobj = run(label_stack(prob, lab, threshold=p["threshold"], min_size=0, fill_holes=p["fill_holes"],
+                           mode=p["mode"], split=p["split"], median=False))
+    del prob
+    sizes = np.zeros(nobj + 1, np.int64)
+    zfirst = np.full(nobj + 1, -1, np.int64)
+    zlast = np.full(nobj + 1, -1, np.int64)
+    for j in range(lab.shape[0]):
+        counts = np.bincount(lab[j].ravel(), minlength=nobj + 1)
+        sizes += counts
+        present = counts > 0
+        zfirst[present & (zfirst < 0)] = z0 + j
+        zlast[present] = z0 + j
+    _open_zarr(p["labels_path"])[z0:z1] = lab
+    return {"z0": z0, "z1": z1, "k": nobj, "sizes": sizes[1:], "zfirst": zfirst[1:], "zlast": zlast[1:]}
+
+
+def _border_pairs(labels_path: str, z: int) -> np.ndarray:
+    """Stage 2: (id in slice z-1, id in slice z) pairs of objects that overlap across a border."""
+    arr = _open_zarr(labels_path)
+    a, b = np.asarray(arr[z - 1]), np.asarray(arr[z])
+    both = (a > 0) & (b > 0)
+    if not both.any():
+        return np.zeros((0, 2), np.int64)
+    return np.unique(np.stack([a[both], b[both]], 1).astype(np.int64), axis=0)
+
+
+def _relabel_block(labels_path: str, z0: int, z1: int, lut: np.ndarray) -> int:
+    """Stage 4: local ids -> final ids, in place, slice by slice."""
+    arr = _open_zarr(labels_path)
+    for z in range(z0, z1):
+        arr[z] = lut[np.asarray(arr[z])]
+    return z1 - z0
+
+
+class _Keep:
+    """A read-only view of a label volume's slices z0:z1 keeping only some ids (others -> 0)."""
+
+    def __init__(self, arr, z0: int, z1: int, ids: np.ndarray, n_objects: int):
+        self.arr, self.z0 = arr, z0
+        self.keep = np.zeros(n_objects + 1, bool)
+        self.keep[ids] = True
+        self.shape = (z1 - z0, *arr.shape[1:])
+        self.ndim, self.dtype = 3, np.dtype(arr.dtype)
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        zk = key[0]
+        if isinstance(zk, slice):
+            zk = slice((zk.start or 0) + self.z0, (self.shape[0] if zk.stop is None else zk.stop) + self.z0)
+        else:
+            zk = int(zk) + self.z0
+        data = np.asarray(self.arr[(zk, *key[1:])])
+        return np.where(self.keep[data], data, 0).astype(self.dtype, copy=False)
+
+
+class _Offset:
+    """The slices z0:z1 of an intensity volume, indexed from 0."""
+
+    def __init__(self, arr, z0: int, z1: int):
+        self.arr, self.z0 = arr, z0
+        self.shape = (z1 - z0, *arr.shape[1:])
+        self.ndim, self.dtype = 3, np.dtype(arr.dtype)
+
+    def __getitem__(self, key):
+        zk = key[0]
+        zk = slice(zk.start + self.z0, zk.stop + self.z0) if isinstance(zk, slice) else int(zk) + self.z0
+        return np.asarray(self.arr[(zk, *key[1:])])
+
+
+def _measure_slab(labels_path: str, src: Source | None, z0: int, z1: int, ids: np.ndarray,
+                  n_objects: int) -> dict:
+    """Stage 5: measure the objects ``ids`` (which lie whole in z0:z1) with measure_iter."""
+    import zarr
+
+    from .measure import measure_iter
+
+    arr = zarr.open_array(labels_path, mode="r")
+    labels = _Keep(arr, z0, z1, np.asarray(ids), n_objects)
+    intensity = None if src is None else _Offset(src.open(), z0, z1)
+    cols = run(measure_iter(labels, intensity))
+    for c in ("z_start", "z_end", "bbox_z0", "bbox_z1"):
+        cols[c] = cols[c] + z0
+    cols["centroid_z"] = cols["centroid_z"] + z0
+    return cols
+
+
+# --------------------------------------------------------------------------- orchestration
+@dataclass
+class BlockwiseResult:
+    labels: Path
+    n_objects: int
+    table: dict | None
+    card: dict
+    blocks: list[tuple[int, int]]
+    timings: dict = field(default_factory=dict)
+    probabilities: Path | None = None
+
+
+def _run_tasks(client, fn, arglist, stage: str, describe, retries: int = 0):
+    """Run ``fn(*args)`` for every args; yield Progress; return the results in order."""
+    results: list[Any] = [None] * len(arglist)
+    total = len(arglist)
+    if client is None:
+        for i, args in enumerate(arglist):
+            try:
+                results[i] = fn(*args)
+            except Exception as exc:
+                raise BlockError(f"{describe(i)} failed: {type(exc).__name__}: {exc}") from exc
+            yield Progress(i + 1, total, stage)
+        return results
+    from distributed import as_completed
+
+    futures = [client.submit(fn, *args, pure=False, retries=retries) for args in arglist]
+    index = {f.key: i for i, f in enumerate(futures)}
+    done = 0
+    try:
+        for fut in as_completed(futures, loop=client.loop):
+            i = index[fut.key]
+            if fut.status != "finished":
+                try:
+                    exc = fut.exception()
+                except Exception as err:  # noqa: BLE001 - cancelled: the cluster went away
+                    exc = err
+                raise BlockError(f"{describe(i)} failed on a worker: {type(exc).__name__}: {exc}") from exc
+            results[i] = fut.result()
+            fut.release()
+            done += 1
+            yield Progress(done, total, stage)
+    finally:
+        if done < total:
+            client.cancel(futures)
+    return results
+
+
+def merge_ids(blocks_info: list[dict], pairs: list[np.ndarray], min_size: int) -> tuple[list, int]:
+    """Per-block lookup tables (local id -> final id) from block objects and border pairs.
+
+    Final ids are compact and ordered by first appearance (z, then raster order), like
+    :func:`~.postprocess.label_stack`; objects smaller than ``min_size`` voxels become 0.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    ks = np.array([b["k"] for b in blocks_info], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(ks)])  # global id = offsets[b] + local id
+    total = int(offsets[-1]) + 1
+    sizes = np.concatenate([[0], *[b["sizes"] for b in blocks_info]]).astype(np.int64)
+    a_list, b_list = [], []
+    for i, pr in enumerate(pairs):
+        if len(pr):
+            a_list.append(pr[:, 0] + offsets[i])  # border i: block i's last slice, block i+1's first
+            b_list.append(pr[:, 1] + offsets[i + 1])
+    if a_list:
+        a, b = np.concatenate(a_list), np.concatenate(b_list)
+        graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(total, total))
+        _, comp = connected_components(graph, directed=False)
+    else:
+        comp = np.arange(total)
+    ncomp = int(comp.max()) + 1
+    root = np.full(ncomp, total, np.int64)
+    np.minimum.at(root, comp, np.arange(total))
+    csize = np.bincount(comp, weights=sizes, minlength=ncomp).astype(np.int64)
+    keep = (csize >= max(int(min_size), 1)) & (root > 0)
+    order = np.argsort(root[keep], kind="stable")
+    new = np.zeros(ncomp, np.int64)
+    new[np.nonzero(keep)[0][order]] = np.arange(1, int(keep.sum()) + 1)
+    glob = new[comp]
+    n_objects = int(keep.sum())
+    if n_objects >= np.iinfo(np.uint32).max:
+        raise ValueError(f"{n_objects} objects do not fit in uint32 labels")
+    luts = []
+    for i in range(len(blocks_info)):
+        lut = np.zeros(int(ks[i]) + 1, np.uint32)
+        lut[1:] = glob[offsets[i] + 1 : offsets[i + 1] + 1]
+        luts.append(lut)
+    return luts, n_objects
+
+
+def _model_for(opt, model, device):
+    """``(net, card)``: the caller's, or the named model loaded (fused) as the in-memory path does."""
+    from .pipeline import get_model
+
+    if model is not None:
+        return model
+    return get_model(opt.model, device)
+
+
+def segment_blockwise_iter(
+    source,
+    labels_out,
+    options=None,
+    *,
+    client=None,
+    block_z: int | None = None,
+    threads: int | None = None,
+    pixel_size=None,
+    prob_out=None,
+    model=None,
+    retries: int = 0,
+    chunks: tuple[int, int, int] | None = None,
+) -> Generator[Progress, None, BlockwiseResult]:
+    """Segment a (Z, Y, X) volume block by block into the zarr ``labels_out``.
+
+    ``source``: a path (zarr, TIFF, folder; every worker must be able to open it, e.g. on a
+    shared file system) or an array (numpy, zarr). ``client``: a ``distributed.Client``
+    (see :func:`.cluster.dask_client`), or None to run the blocks one after the other in
+    this process. ``threads``: torch threads per task. ``prob_out``: also write the uint8
+    probabilities to this zarr. Options as :class:`~.pipeline.SegmentOptions`; with
+    ``options.measure`` the result carries the measurement table. Close to cancel.
+    """
+    from ..io.zarr_io import ZarrWriter
+    from .pipeline import SegmentOptions
+    from .predict import check_image, pick_device
+
+    opt = options or SegmentOptions()
+    if not 0.0 < opt.threshold < 1.0:
+        raise ValueError(f"threshold must be between 0 and 1, got {opt.threshold}")
+    src = Source(path=str(source)) if isinstance(source, (str, os.PathLike)) else Source(array=source)
+    image = src.open()
+    check_image(image)
+    if image.ndim != 3:
+        raise ValueError(f"blockwise segmentation needs a (Z, Y, X) stack, got shape {tuple(image.shape)}")
+    device = pick_device(opt.device)
+    net, card = _model_for(opt, model, device)
+    n = int(image.shape[0])
+    block_z = int(block_z or default_block_z(image.shape))
+    blocks = plan_blocks(n, block_z)
+    cz = 1 if chunks is None else chunks[0]
+    if block_z % cz:
+        raise ValueError(f"the block size ({block_z} slices) must be a multiple of the chunk z size ({cz})")
+    chunks = chunks or (1, min(512, image.shape[1]), min(512, image.shape[2]))
+    t = {"start": time.perf_counter()}
+    writer = ZarrWriter(labels_out, image.shape, np.uint32, chunks=chunks, pixel_size=pixel_size,
+                        labels=True)
+    pwriter = None
+    try:
+        if prob_out is not None:
+            pwriter = ZarrWriter(prob_out, image.shape, np.uint8, chunks=chunks, pixel_size=pixel_size)
+        params = {
+            "tile": opt.tile, "overlap": opt.overlap, "batch_size": opt.batch_size, "device": device,
+            "tta": getattr(opt, "tta", False), "threshold": opt.threshold, "fill_holes": opt.fill_holes,
+            "mode": opt.mode, "split": opt.split, "median": opt.median, "threads": threads,
+            "labels_path": writer.array_path, "prob_path": pwriter.array_path if pwriter else None,
+        }
+        model_arg, src_arg = (net, card), src
+        if client is not None:
+            model_arg = client.scatter((net, card), broadcast=True, hash=False)
+            if src.array is not None:
+                src_arg = client.scatter(src, broadcast=True, hash=False)
+
+        def block_name(i):
+            z0, z1 = blocks[i]
+            return f"block {i + 1}/{len(blocks)} (slices {z0}-{z1 - 1})"
+
+        infos = yield from _run_tasks(
+            client, _segment_block, [(src_arg, model_arg, z0, z1, params) for z0, z1 in blocks],
+            "segment", block_name, retries)
+        t["segment"] = time.perf_counter()
+        borders = [z1 for _, z1 in blocks[:-1]] if opt.mode == "3d" else []
+        pairs = yield from _run_tasks(
+            client, _border_pairs, [(writer.array_path, z) for z in borders], "merge",
+            lambda i: f"the border at slice {borders[i]}", retries)
+        if opt.mode != "3d":
+            pairs = [np.zeros((0, 2), np.int64)] * (len(blocks) - 1)
+        luts, n_objects = merge_ids(infos, pairs, opt.min_size)
+        yield from _run_tasks(
+            client, _relabel_block, [(writer.array_path, z0, z1, lut) for (z0, z1), lut in zip(blocks, luts)],
+            "relabel", block_name, retries)
+        t["label"] = time.perf_counter()
+        table = None
+        if opt.measure:
+            table = yield from _measure(client, writer.array_path, src_arg, blocks, infos, luts,
+                                        n_objects, pixel_size, retries)
+        t["measure"] = time.perf_counter()
+        extra = {"napari_cellgen": {"complete": False, "labels": True, "n_objects": n_objects,
+                                    "model": card.get("name"), "block_z": block_z}}
+        if pwriter is not None:
+            pwriter.commit()
+        path = writer.commit(extra)
+    except BaseException:
+        writer.abort()
+        if pwriter is not None:
+            pwriter.abort()
+        raise
+    timings = {"segment_s": t["segment"] - t["start"], "label_s": t["label"] - t["segment"],
+               "measure_s": t["measure"] - t["label"], "total_s": time.perf_counter() - t["start"]}
+    return BlockwiseResult(path, n_objects, table, card, blocks, timings,
+                           pwriter.path if pwriter else None)
+
+
+def _measure(client, labels_path, src_arg, blocks, infos, luts, n_objects, pixel_size, retries):
+    """Stage 5: each object measured whole by the block where it starts; tables concatenated."""
+    from .measure import _add_physical, _columns
+
+    if not n_objects:
+        cols = _columns([], False)
+        if pixel_size is not None:
+            _add_physical(cols, pixel_size, False)
+        return cols
+    zfirst = np.full(n_objects + 1, np.iinfo(np.int64).max, np.int64)
+    zlast = np.full(n_objects + 1, -1, np.int64)
+    for info, lut in zip(infos, luts):
+        ids = lut[1:].astype(np.int64)
+        np.minimum.at(zfirst, ids, info["zfirst"])
+        np.maximum.at(zlast, ids, info["zlast"])
+    zfirst[0], zlast[0] = 0, 0
+    starts = np.array([z0 for z0, _ in blocks])
+    owner = np.searchsorted(starts, zfirst[1:], side="right") - 1  # block holding each object's start
+    tasks, names = [], []
+    for b, (z0, _) in enumerate(blocks):
+        ids = np.nonzero(owner == b)[0] + 1
+        if len(ids):
+            tasks.append((labels_path, src_arg, z0, int(zlast[ids].max()) + 1, ids, n_objects))
+            names.append(f"measuring the objects of block {b + 1}/{len(blocks)}")
+    parts = yield from _run_tasks(client, _measure_slab, tasks, "measure", lambda i: names[i], retries)
+    cols = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+    order = np.argsort(cols["label"], kind="stable")
+    cols = {c: v[order] for c, v in cols.items()}
+    if pixel_size is not None:
+        _add_physical(cols, pixel_size, False)
+    return cols
+
+
+def segment_blockwise(source, labels_out, options=None, callback=None, **kw) -> BlockwiseResult:
+    """Synchronous :func:`segment_blockwise_iter` (``callback`` receives each Progress)."""
+    return run(segment_blockwise_iter(source, labels_out, options, **kw), callback)

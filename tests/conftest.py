@@ -1,0 +1,45 @@
+"""Shared test setup: nothing a test does may write into the user's home folder."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+
+import pytest
+
+# napari, Qt and Mesa keep settings and caches under the XDG folders: point them at a
+# throw-away folder before anything imports napari.
+_XDG = tempfile.mkdtemp(prefix="cellgen-tests-xdg-")
+atexit.register(shutil.rmtree, _XDG, ignore_errors=True)
+for _var in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"):
+    os.environ[_var] = os.path.join(_XDG, _var.lower())
+
+# The tests use tiny models: one torch thread is as fast and does not oversubscribe
+# the CPU when something else (a training, another test run) is busy on it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def _cellgen_user_dir(tmp_path, monkeypatch):
+    """User models go to a per-test folder, never to the real per-user data folder."""
+    monkeypatch.setenv("CELLGEN_USER_DIR", str(tmp_path / "cellgen-user"))
+
+
+def pytest_configure(config):
+    """Fail with a clear message (not a Qt abort) when no X server can be started."""
+    import sys
+
+    if (
+        sys.platform.startswith("linux")
+        and shutil.which("Xvfb") is None
+        and not os.environ.get("DISPLAY")
+        and not config.getoption("--no-xvfb", default=False)
+    ):
+        pytest.exit(
+            "Xvfb is not installed, and napari's canvas needs an X server: run .ci/run "
+            "(or apt-get install xvfb) first.",
+            returncode=4,
+        )

@@ -1,0 +1,85 @@
+"""Multi-process training (torch DDP, gloo on CPU): the replicas stay identical."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+tifffile = pytest.importorskip("tifffile")
+import torch.distributed as dist  # noqa: E402
+
+from napari_cellgen._progress import run  # noqa: E402
+from napari_cellgen.cli import main  # noqa: E402
+from napari_cellgen.models.store import load_model  # noqa: E402
+from napari_cellgen.models.unet import UNet  # noqa: E402
+from napari_cellgen.train import ddp  # noqa: E402
+from napari_cellgen.train.loop import TrainConfig  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                reason="torch.distributed with gloo is not available")
+
+
+def _stack(n=4, size=48, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    img = np.empty((n, size, size), np.uint8)
+    mask = np.zeros((n, size, size), np.uint8)
+    for z in range(n):
+        m = np.zeros((size, size), bool)
+        for _ in range(3):
+            cy, cx = rng.integers(8, size - 8, 2)
+            m |= (yy - cy) ** 2 + (xx - cx) ** 2 <= 36
+        mask[z] = m * 255
+        img[z] = np.clip(180 - 100 * m + rng.normal(0, 10, m.shape), 0, 255).astype(np.uint8)
+    return img, mask
+
+
+def test_cli_two_gloo_processes_keep_replicas_identical(tmp_path, capsys):
+    img, mask = _stack()
+    tifffile.imwrite(tmp_path / "img.tif", img, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "mask.tif", mask, photometric="minisblack")
+    out = tmp_path / "ddp-model"
+    rc = main(["train", "--images", str(tmp_path / "img.tif"), "--masks", str(tmp_path / "mask.tif"),
+               "--init", "scratch", "--base", "4", "--depth", "2", "--scale", "1", "--context", "0",
+               "--patch", "32", "--batch", "4", "--steps", "4", "--val-every", "2", "--threads", "1",
+               "--nproc", "2", "--quiet", "-o", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    card = json.loads((out / "card.json").read_text())
+    info = card["training"]["ddp"]
+    assert info["world_size"] == 2 and info["backend"] == "gloo" and info["global_batch"] == 4
+    digests = info["replica_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1] and info["replicas_in_sync"] is True
+    # and the weights did train (they differ from the shared initialisation)
+    model, _ = load_model(out)
+    torch.manual_seed(0)
+    init = UNet(1, 1, base=4, depth=2)
+    assert ddp.weights_digest(model) != ddp.weights_digest(init)
+
+
+def test_torchrun_style_rank_runs_in_this_process(tmp_path, monkeypatch):
+    """What each process does under ``torchrun``: RANK/WORLD_SIZE in the environment, env:// init."""
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(ddp._free_port()))
+    assert ddp.launched_by_torchrun()
+    img, mask = _stack(n=3)
+    cfg = TrainConfig(steps=2, scale=1.0, context=0, base=4, depth=2, patch=32, batch=2, val_every=2,
+                      tile=64, overlap=16, elastic_p=0.0, threads=1)
+    threads = torch.get_num_threads()
+    try:
+        res = run(ddp.train_job([(img, mask, None)], tmp_path / "m", cfg, nproc=1))
+    finally:
+        torch.set_num_threads(threads)
+    assert res["model_dir"] == tmp_path / "m" and res["card"]["training"]["ddp"]["world_size"] == 1
+    assert not dist.is_initialized()
+
+
+def test_resume_is_refused_with_several_processes(tmp_path):
+    with pytest.raises(ValueError, match="--resume is not supported"):
+        run(ddp.train_model_ddp([], tmp_path, TrainConfig(), nproc=2, resume=True))

@@ -1,0 +1,176 @@
+"""Training a generator: --slices restricts the masks it sees; stopping keeps what was written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+pytest.importorskip("diffusers")
+
+from _generate_helpers import disks, tiny_config  # noqa: E402
+
+from napari_cellgen._progress import run  # noqa: E402
+from napari_cellgen.cli import main  # noqa: E402
+from napari_cellgen.generate.store import GeneratorError, load_generator  # noqa: E402
+from napari_cellgen.generate.train import GeneratorDataError, train_generator  # noqa: E402
+
+
+class SpyMasks:
+    """A lazily indexable mask stack that records (and forbids) the slices read."""
+
+    def __init__(self, data, allowed):
+        self.data, self.allowed, self.read = data, set(allowed), set()
+        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
+
+    def __getitem__(self, z):
+        self.read.add(int(z))
+        if int(z) not in self.allowed:
+            raise AssertionError(f"the mask of slice {z} was read but is not in --slices")
+        return self.data[z]
+
+
+def test_only_the_masks_of_slices_are_read(tmp_path):
+    images, masks = disks(z=6)
+    spy = SpyMasks(masks, allowed=[1, 2])
+    res = run(train_generator(images, spy, tmp_path / "g", tiny_config(), slices=[1, 2], val_slices=[5]))
+    assert spy.read == {1, 2}
+    tr = res["denoiser"]["training"]
+    assert tr["mask_slices"] == [1, 2] and not tr["val_masks_used"]
+    assert tr["image_slices"] == [0, 1, 2, 3, 4]  # every non-validation image still trains
+    assert res["layout"]["slices"] == [1, 2]
+
+
+def test_cli_slices_restrict_layout_statistics(tmp_path):
+    images, masks = disks(z=5, size=96, radius=(14, 18))
+    small_img, small = disks(z=1, size=96, radius=(3, 5), seed=3)
+    images[1], masks[1] = small_img[0], small[0]  # slice 1: only small objects
+    tifffile.imwrite(tmp_path / "img.tif", images)
+    tifffile.imwrite(tmp_path / "mask.tif", masks * 255)
+    out = tmp_path / "gen"
+    rc = main(
+        [
+            "train-generator",
+            "--images",
+            str(tmp_path / "img.tif"),
+            "--masks",
+            str(tmp_path / "mask.tif"),
+            "-o",
+            str(out),
+            "--slices",
+            "1",
+            "--val-slices",
+            "4",
+            "--vae-steps",
+            "2",
+            "--diffusion-steps",
+            "2",
+            "--vae-patch",
+            "32",
+            "--vae-channels",
+            "8,16,32",
+            "--unet-channels",
+            "32,32",
+            "--latent-variants",
+            "1",
+            "--tile",
+            "32",
+            "--vae-batch",
+            "2",
+            "--diffusion-batch",
+            "2",
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    layout = json.loads((out / "layout.json").read_text())
+    assert layout["slices"] == [1]
+    # would fail if the large objects of any other slice had been read
+    assert max(np.exp(r[0]) for r in layout["objects"]) < 14
+    assert load_generator(out).denoiser_card["training"]["mask_slices"] == [1]
+
+
+def test_stopping_keeps_a_usable_or_clearly_incomplete_folder(tmp_path):
+    images, masks = disks()
+    cfg = tiny_config(vae_steps=4, diffusion_steps=50, val_every=100)
+    it = train_generator(images, masks, tmp_path / "g", cfg, val_slices=[4])
+    for p in it:
+        if p.stage == "diffusion" and p.done == 2:
+            break
+    it.close()
+    gen = load_generator(tmp_path / "g")
+    assert gen.denoiser_card["training"]["steps"] == 2
+
+    it = train_generator(images, masks, tmp_path / "h", cfg, val_slices=[4])
+    for p in it:
+        if p.stage == "vae" and p.done == 1:
+            break
+    it.close()
+    assert (tmp_path / "h" / "vae" / "model.safetensors").is_file()
+    with pytest.raises(GeneratorError, match="denoiser|latent_scale"):
+        load_generator(tmp_path / "h")
+
+
+def test_bad_slice_choices(tmp_path):
+    images, masks = disks()
+    with pytest.raises(GeneratorDataError, match="also validation"):
+        run(train_generator(images, masks, tmp_path / "g", tiny_config(), slices=[0, 4], val_slices=[4]))
+    with pytest.raises(GeneratorDataError, match="outside"):
+        run(train_generator(images, masks, tmp_path / "g", tiny_config(), slices=[9]))
+    with pytest.raises(GeneratorDataError, match="shape"):
+        run(train_generator(images, masks[:, :32], tmp_path / "g", tiny_config()))
+
+
+def test_fine_tune_from_init_keeps_vae(tmp_path):
+    images, masks = disks()
+    base = run(train_generator(images, None, tmp_path / "base", tiny_config(), val_slices=[4]))
+    assert base["denoiser"]["training"]["mask_slices"] == []
+    with pytest.raises(GeneratorError, match="no mask-layout"):
+        from napari_cellgen.generate.sample import sample_sync
+
+        sample_sync(load_generator(tmp_path / "base"), None, 1, steps=1)
+    ft = run(
+        train_generator(
+            images,
+            masks,
+            tmp_path / "ft",
+            tiny_config(vae_steps=0),
+            slices=[0],
+            val_slices=[4],
+            init=tmp_path / "base",
+        )
+    )
+    assert ft["vae"]["latent_scale"] == base["vae"]["latent_scale"]
+    a = (tmp_path / "base" / "vae" / "model.safetensors").read_bytes()
+    assert a == (tmp_path / "ft" / "vae" / "model.safetensors").read_bytes()
+
+
+def test_latent_and_mask_crops_stay_aligned_under_every_variant():
+    """Fake 'latents' = the mask's own block means: every crop must match its mask crop."""
+    import torch
+    from torch.nn import functional as F
+
+    from napari_cellgen.generate.train import VARIANTS, LatentBatches, dihedral
+
+    _, masks = disks(z=2, size=64, per_slice=3)
+    masks[:, :20, :8] = 1  # break the symmetry
+    f = 8
+    bools = {z: masks[z] != 0 for z in range(2)}
+    latents = {
+        v: {
+            z: F.avg_pool2d(
+                torch.from_numpy(np.ascontiguousarray(dihedral(bools[z], v))).float()[None], f
+            ).numpy()
+            for z in range(2)
+        }
+        for v in range(len(VARIANTS))
+    }
+    b = LatentBatches(latents, bools, [0, 1], 4, f, tiny_config(), seed=0)
+    for v in range(len(VARIANTS)):
+        for z in range(2):
+            for y, x in [(0, 0), (2, 3), (4, 1)]:
+                lat, m = b.item(z, v, y, x, True, 4)
+                expect = F.avg_pool2d(torch.from_numpy(np.ascontiguousarray(m)).float()[None], f).numpy()
+                assert np.allclose(lat, expect)

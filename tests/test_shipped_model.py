@@ -1,0 +1,32 @@
+"""The shipped default model loads from safetensors and segments the sample crop."""
+
+import numpy as np
+
+from napari_cellgen._sample_data import sample_paths
+from napari_cellgen.io import read_stack
+from napari_cellgen.models.store import DEFAULT_MODEL, bundled_dir, list_models, load_model
+from napari_cellgen.segment.pipeline import SegmentOptions, segment
+
+
+def test_shipped_model_is_bundled_small_and_described():
+    folder = bundled_dir() / DEFAULT_MODEL
+    assert (folder / "model.safetensors").stat().st_size <= 10 * 1024**2
+    assert DEFAULT_MODEL in list_models()
+    model, card = load_model(DEFAULT_MODEL)
+    for key in ("architecture", "normalization", "tile", "scale", "training", "metrics", "date"):
+        assert key in card, key
+    assert card["metrics"]["val_iou"] > 0.5
+
+
+def test_shipped_model_segments_the_sample_well_above_chance():
+    img_path, gt_path = sample_paths()
+    image, meta = read_stack(img_path)
+    gt = np.asarray(read_stack(gt_path)[0]) > 0
+    image = np.asarray(image)[:3]  # three slices keep the test quick
+    gt = gt[:3]
+    res = segment(image, SegmentOptions(model=DEFAULT_MODEL, device="cpu"), pixel_size=meta.get("pixel_size_nm"))
+    pred = res.labels > 0
+    iou = np.logical_and(pred, gt).sum() / np.logical_or(pred, gt).sum()
+    chance = gt.mean()  # IoU of predicting everything foreground
+    assert iou > 0.6 > chance, iou
+    assert res.n_objects >= 1 and len(res.table["label"]) == res.n_objects
