@@ -3,6 +3,7 @@ several times larger than each worker's memory budget. Writes benchmarks/results
 
     python benchmarks/dask_scaling.py --part identity     # a Lucchi crop that fits (~3 min)
     python benchmarks/dask_scaling.py --part big          # Lucchi tiled into a big zarr (~8 min)
+    python benchmarks/dask_scaling.py --part ddp          # training: 1 process vs --nproc 2 (~2 min)
     python benchmarks/dask_scaling.py --part all
 
 Parts merge into the JSON (a later run of one part replaces only that part). Workers are
@@ -39,11 +40,11 @@ def lucchi() -> np.ndarray:
 
 def warm(client, model: str | None):
     def load():
+        import skimage.measure  # noqa: F401
         import torch  # noqa: F401
 
         import napari_cellgen.segment.blockwise  # noqa: F401
         import napari_cellgen.segment.measure  # noqa: F401
-        import skimage.measure  # noqa: F401
 
         return 1
 
@@ -165,11 +166,92 @@ def part_big(args, tmp: Path) -> dict:
         "labels_on_disk_uint32_gb": 4 * nbytes / 1e9, "workers": 2, "threads_per_worker": 1,
         "block_z": args.block_z, "memory_limit_per_worker_mb": budget / MB,
         "volume_over_budget": nbytes / budget, "zarr_write_s": write_s, "cluster_startup_s": startup,
-        "wall_s": wall, "stages_s": res.timings, "mpix_per_s": nbytes / 1e6 / wall, "n_objects": res.n_objects,
+        "wall_s": wall, "stages_s": res.timings, "mpix_per_s": nbytes / 1e6 / wall,
+        "n_objects": res.n_objects,
         "worker_peak_rss_mb": sorted(round(v / MB) for v in peaks.values()),
         "client_peak_rss_mb": round(client_peak / MB),
         "peak_within_budget": all(v <= budget for v in peaks.values()),
     }
+
+
+def part_ddp(args, tmp: Path) -> dict:
+    """Training throughput: one process (all cores) against --nproc 2 (DDP, gloo, one core each)."""
+    import tifffile
+    import torch
+
+    from napari_cellgen._progress import run
+    from napari_cellgen.train.ddp import train_model_ddp
+    from napari_cellgen.train.loop import TrainConfig, train_model
+
+    img = lucchi()[:20]
+    mask = tifffile.imread(LUCCHI.with_name("training_groundtruth.tif"))[:20]
+    out = {"data": "Lucchi slices 0-19", "model": "U-Net base 16, depth 4, scale 0.5, context 1",
+           "patch_model_px": 64, "global_batch": 8, "steps": args.ddp_steps}
+    for name, nproc in (("1_process_x_2_threads", 1), ("2_processes_x_1_thread", 2)):
+        cfg = TrainConfig(steps=args.ddp_steps, patch=64, batch=8, val_every=10**6, val_fraction=0.1,
+                          threads=2 if nproc == 1 else 1, seed=0)
+        last = {}
+        t0 = time.perf_counter()
+        job = (train_model([(img, mask, None)], tmp / name, cfg) if nproc == 1 else
+               train_model_ddp([(img, mask, None)], tmp / name, cfg, nproc=2))
+        res = run(job, lambda p, last=last: last.update(p.info or {}))
+        torch.set_num_threads(2)
+        ddp_info = (res["card"] or {}).get("training", {}).get("ddp", {})
+        out[name] = {"wall_s": time.perf_counter() - t0, "samples_per_s": last.get("samples_per_s"),
+                     "replicas_in_sync": ddp_info.get("replicas_in_sync")}
+    out["speedup_2_processes"] = (out["2_processes_x_1_thread"]["samples_per_s"]
+                                  / out["1_process_x_2_threads"]["samples_per_s"])
+    return out
+
+
+def markdown(results: dict) -> str:
+    """The numbers of a results JSON as the tables of docs/scaling.md."""
+    lines = []
+    ident = results.get("identity_and_overhead")
+    if ident:
+        z, y, x = ident["volume"]
+        t_bw = ident["blockwise_in_process_s"]
+        ratio1, ratio2 = (ident["throughput_2_workers_vs_1_worker_1_thread"],
+                          ident["throughput_2_workers_vs_1_worker_2_threads"])
+        ov = {k: 100 * ident[f"overhead_{k}_vs_in_memory"]
+              for k in ("dask_1_worker_2_threads", "dask_2_workers", "blockwise_in_process")}
+        lines += [f"Volume that fits: Lucchi {z} × {y} × {x} (uint8), model {ident['model']}, "
+                  f"blocks of {ident['block_z']} slices; {ident['n_objects']} objects in memory.", "",
+                  "| path | wall s | MPix/s | worker peak RSS MB | labels | max prob diff (/255) |",
+                  "| --- | --- | --- | --- | --- | --- |",
+                  f"| in memory, 1 process × 2 threads | {ident['in_memory_s']:.1f} | "
+                  f"{z * y * x / 1e6 / ident['in_memory_s']:.2f} | – | reference | – |",
+                  f"| blockwise in one process (no dask), 2 threads | {t_bw:.1f} | "
+                  f"{z * y * x / 1e6 / t_bw:.2f} | – | identical | 0 |"]
+        for name, r in ident["dask"].items():
+            same = ("identical" if r["labels_identical"] else
+                    "equal up to ids" if r["labels_equal_up_to_permutation"] else "DIFFERENT")
+            lines.append(f"| dask, {name.replace('_', ' ')} | {r['wall_s']:.1f} | {r['mpix_per_s']:.2f} | "
+                         f"{', '.join(map(str, r['worker_peak_rss_mb']))} | {same} | "
+                         f"{r['prob_max_abs_diff_uint8']} |")
+        lines += ["", f"* 2 workers vs 1 worker × 1 thread: **{ratio1:.2f}×**; "
+                  f"vs 1 worker × 2 threads: **{ratio2:.2f}×**.",
+                  f"* Overhead of the dask path vs in memory (same 2 cores): 1 worker × 2 threads "
+                  f"**{ov['dask_1_worker_2_threads']:+.1f} %**, 2 workers × 1 thread "
+                  f"**{ov['dask_2_workers']:+.1f} %**, blockwise without dask "
+                  f"**{ov['blockwise_in_process']:+.1f} %**."]
+    big = results.get("larger_than_worker_memory")
+    if big:
+        z, y, x = big["volume"]
+        lines += ["", f"Larger volume: Lucchi tiled to {z} × {y} × {x} = {big['volume_gb']:.2f} GB (uint8), "
+                  f"2 workers × 1 thread, memory limit {big['memory_limit_per_worker_mb']:.0f} MB per worker "
+                  f"(volume = {big['volume_over_budget']:.1f}× the limit): {big['wall_s']:.0f} s, "
+                  f"{big['mpix_per_s']:.2f} MPix/s, {big['n_objects']} objects; worker peak RSS "
+                  f"{', '.join(map(str, big['worker_peak_rss_mb']))} MB, "
+                  f"client {big['client_peak_rss_mb']} MB."]
+    tr = results.get("training_ddp")
+    if tr:
+        one, two = tr["1_process_x_2_threads"], tr["2_processes_x_1_thread"]
+        lines += ["", f"Training ({tr['model']}, global batch {tr['global_batch']}, {tr['steps']} steps): "
+                  f"1 process × 2 threads {one['samples_per_s']:.1f} samples/s, `--nproc 2` "
+                  f"{two['samples_per_s']:.1f} samples/s (**{tr['speedup_2_processes']:.2f}×**), replicas in "
+                  f"sync: {two['replicas_in_sync']}."]
+    return "\n".join(lines)
 
 
 def _bytes(text: str) -> int:
@@ -180,16 +262,24 @@ def _bytes(text: str) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["identity", "big", "all"], default="all")
+    ap.add_argument("--part", choices=["identity", "big", "ddp", "all"], default="all")
+    ap.add_argument("--ddp-steps", type=int, default=30, help="training steps per DDP run")
     ap.add_argument("--model", default=None, help="model name or folder (default: the shipped mito-unet)")
     ap.add_argument("--fit-slices", type=int, default=32, help="slices of the volume that fits (identity)")
     ap.add_argument("--big-slices", type=int, default=1400, help="slices of the tiled big volume")
+    ap.add_argument("--big-seconds", type=float, default=None,
+                    help="size the big volume to about this many seconds at the measured 2-worker rate")
     ap.add_argument("--block-z", type=int, default=4)
     ap.add_argument("--memory-limit", default="768MiB", help="per worker")
     ap.add_argument("--tmp", default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--out", default=str(OUT), help="JSON to write (default: %(default)s)")
+    ap.add_argument("--markdown", action="store_true",
+                    help="print the numbers of --out as markdown and run nothing")
     args = ap.parse_args()
     out_path = Path(args.out)
+    if args.markdown:
+        print(markdown(json.loads(out_path.read_text())))
+        return
     tmp = Path(tempfile.mkdtemp(prefix="dask-scaling-", dir=args.tmp))
     results = json.loads(out_path.read_text()) if out_path.exists() else {}
     results["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0],
@@ -199,8 +289,15 @@ def main() -> None:
             results["identity_and_overhead"] = part_identity(args, tmp)
             print(json.dumps(results["identity_and_overhead"], indent=1))
         if args.part in ("big", "all"):
+            ident = results.get("identity_and_overhead") or {}
+            rate = (ident.get("dask") or {}).get("2_workers_x_1_thread", {}).get("mpix_per_s")
+            if args.big_seconds and rate:  # as many slices as 2 workers segment in that time
+                args.big_slices = max(8, int(rate * 1e6 * args.big_seconds / (768 * 1024)))
             results["larger_than_worker_memory"] = part_big(args, tmp)
             print(json.dumps(results["larger_than_worker_memory"], indent=1))
+        if args.part in ("ddp", "all"):
+            results["training_ddp"] = part_ddp(args, tmp)
+            print(json.dumps(results["training_ddp"], indent=1))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     results["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

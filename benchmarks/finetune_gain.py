@@ -94,8 +94,13 @@ def iou_on(model, card, image, mask, zs):
 def finetune(init, image, mask, train_zs, steps, seed, out_dir, lr=None):
     from napari_cellgen._progress import run
     from napari_cellgen.models.store import load_model
-    from napari_cellgen.train.loop import TrainConfig, base_model_info, default_lr, patch_at_model_scale
-    from napari_cellgen.train.loop import train_model
+    from napari_cellgen.train.loop import (
+        TrainConfig,
+        base_model_info,
+        default_lr,
+        patch_at_model_scale,
+        train_model,
+    )
 
     info = base_model_info(init)
     cfg = TrainConfig(init=init, steps=steps, batch=8, lr=lr or default_lr(init), val_fraction=0.0,

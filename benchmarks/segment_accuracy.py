@@ -37,6 +37,7 @@ def main(argv=None):
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--first", type=int, default=140, help="first held-out slice")
     ap.add_argument("--min-size", type=int, default=200)
+    ap.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/segment_accuracy.json"))
     args = ap.parse_args(argv)
 
@@ -44,9 +45,9 @@ def main(argv=None):
     gt = tifffile.imread(args.data / "training_groundtruth.tif")[args.first :] > 0
     model, card = load_model(args.model)
     t0 = time.perf_counter()
-    prob = run(predict_stack(model, card, img, np.zeros(img.shape, np.float32)))
+    prob = run(predict_stack(model, card, img, np.zeros(img.shape, np.float32), tta=args.tta))
     t_pred = time.perf_counter() - t0
-    res = {"model": card.get("name"), "slices": f"{args.first}-{args.first + len(img) - 1}",
+    res = {"model": card.get("name"), "tta": args.tta, "slices": f"{args.first}-{args.first + len(img) - 1}",
            "thresholds": {}}
     for t in (0.3, 0.4, 0.5, 0.6, 0.7):
         res["thresholds"][str(t)] = iou(prob >= t, gt)

@@ -50,7 +50,7 @@ def main(argv=None):
                "val_slices_list": f"{val[0]}-{val[-1]}"},
     )
     t0 = time.time()
-    log = open(args.out.with_suffix(".log"), "a") if args.out.parent.exists() else sys.stdout
+    log = open(args.out.with_suffix(".log"), "a") if args.out.parent.exists() else sys.stdout  # noqa: SIM115
 
     def cb(p):
         if p.info and ("val_iou" in p.info or p.done % 100 == 0):

@@ -45,7 +45,7 @@ def _common(args):
 
 def _rate(stamps, batch, warmup):
     """samples/s from [(step, t, had_validation)] recorded in the training thread."""
-    d = [(b[1] - a[1]) for a, b in zip(stamps, stamps[1:]) if b[0] > warmup and not b[2]]
+    d = [(b[1] - a[1]) for a, b in zip(stamps, stamps[1:], strict=False) if b[0] > warmup and not b[2]]
     return batch / statistics.fmean(d) if d else float("nan"), len(d)
 
 
@@ -74,7 +74,7 @@ def child_cli(args, out_json):
     real_run = _progress.run
 
     def run(gen, callback=None):
-        if getattr(gen, "__name__", "") == "train_model":  # not the validation's inner jobs
+        if getattr(gen, "__name__", "") in ("train_model", "train_job"):  # not validation's inner jobs
             gen = _stamp_generator(gen, stamps)
         return real_run(gen, callback)
 

@@ -152,8 +152,8 @@ def test_cli_zarr_in_and_out_on_a_scheduler_equals_local_path(tmp_path, tiny_mod
     assert cli.main(["segment", str(tmp_path / "em.zarr"), "-o", str(tmp_path / "local.zarr"),
                      "--probabilities", str(tmp_path / "p_local.zarr"), *common]) == 0
     address = client.scheduler.address  # the module's LocalCluster, reached like a remote one
-    rc = cli.main(["segment", str(tmp_path / "em.zarr"), "-o", str(tmp_path / "dask.zarr"), "--scheduler", address,
-                   "--block-z", "4", "--probabilities", str(tmp_path / "p_dask.zarr"),
+    rc = cli.main(["segment", str(tmp_path / "em.zarr"), "-o", str(tmp_path / "dask.zarr"),
+                   "--scheduler", address, "--block-z", "4", "--probabilities", str(tmp_path / "p_dask.zarr"),
                    "--csv", str(tmp_path / "objects.csv"), *common])
     err = capsys.readouterr().err
     assert rc == 0, err
@@ -195,3 +195,16 @@ def test_cli_read_only_output(tmp_path, tiny_model, capsys, monkeypatch):
         assert list(ro.iterdir()) == []
     finally:
         ro.chmod(0o755)
+
+
+def test_tiff_source_is_opened_lazily_by_path(tmp_path):
+    import tifffile
+
+    img = blobs((9, 48, 64), n=6, seed=6)
+    tifffile.imwrite(tmp_path / "em.tif", img, compression="zlib", photometric="minisblack")
+    opt = SegmentOptions(min_size=5, device="cpu", measure=False)
+    res = segment_blockwise(str(tmp_path / "em.tif"), tmp_path / "l.zarr", opt, model=(Bright(), CARD),
+                            block_z=4)
+    ref = segment(img, opt, model=(Bright(), CARD))
+    assert res.n_objects == ref.n_objects > 0
+    np.testing.assert_array_equal(read(tmp_path / "l.zarr"), ref.labels)

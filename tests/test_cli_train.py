@@ -122,8 +122,8 @@ def test_synthetic_set_is_mixed_in(files, capsys):
     tifffile.imwrite(syn / "images.tif", img, photometric="minisblack")
     tifffile.imwrite(syn / "masks.tif", mask.astype(np.uint16), photometric="minisblack")
     out = files / "with-synth"
-    rc = main(["train", "--images", str(files / "img.tif"), "--masks", str(files / "mask.tif"), "--steps", "2",
-               "--synthetic", str(syn), "--synthetic-ratio", "0.5", "-o", str(out), *TINY])
+    rc = main(["train", "--images", str(files / "img.tif"), "--masks", str(files / "mask.tif"),
+               "--steps", "2", "--synthetic", str(syn), "--synthetic-ratio", "0.5", "-o", str(out), *TINY])
     assert rc == 0, capsys.readouterr().err
     card = json.loads((out / "card.json").read_text())
     assert card["training"]["synthetic"]["pairs"] == 3 and card["training"]["synthetic"]["per_batch"] == 1

@@ -300,3 +300,23 @@ def test_import_does_not_pull_in_qt_torch_or_napari():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     loaded = set(json.loads(out))
     assert not loaded & {"torch", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui"}
+
+
+def test_pages_written_one_by_one_open_as_a_stack(tmp_path):
+    """A TIFF written one page per write() (no metadata) holds one series per page."""
+    import tifffile
+
+    from napari_cellgen.io import read_stack
+
+    path = tmp_path / "pages.tif"
+    planes = [np.full((6, 7), z, np.uint8) for z in range(5)]
+    with tifffile.TiffWriter(path) as tw:
+        for plane in planes:
+            tw.write(plane, compression="zlib", contiguous=False, photometric="minisblack")
+    assert len(tifffile.TiffFile(path).series) == 5
+    data, meta = read_stack(path)
+    assert data.shape == (5, 6, 7)
+    np.testing.assert_array_equal(np.asarray(data), np.stack(planes))
+    lazy, meta = read_stack(path, memory_limit=10)
+    assert meta["storage"] == "lazy"
+    np.testing.assert_array_equal(np.asarray(lazy[3]), planes[3])

@@ -21,8 +21,14 @@ def pixel_size_of(layer):
 
 
 def _mark_edited(layer):
+    """Flag painted output layers (and remember the painted slices, for fine-tuning)."""
+    from ..train.loop import edited_slices
+
     def on_paint(event=None):
         layer.metadata["cellgen_edited"] = True
+        if layer.ndim == 3 and event is not None:
+            done = set(layer.metadata.get("cellgen_edited_slices", []))
+            layer.metadata["cellgen_edited_slices"] = sorted(done | edited_slices(event.value))
 
     layer.events.paint.connect(on_paint)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import napari
-
 import numpy as np
 from magicgui.widgets import (
     CheckBox,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import napari
-
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -77,7 +76,7 @@ class ObjectsTable(QWidget):
     @property
     def layer(self):
         name = self.layer_box.currentText()
-        return self._viewer.layers[name] if name in self._viewer.layers else None
+        return self._viewer.layers.get(name, None)
 
     def _watch(self, layer):
         old = getattr(self, "_watched", None)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import napari
-
 from pathlib import Path
 
+import napari
 from magicgui.widgets import (
     CheckBox,
     ComboBox,

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import napari
 from magicgui.widgets import (
     ComboBox,
     Container,
@@ -91,13 +92,19 @@ class TrainWidget(Container):
         self.lr = LineEdit(label="learning rate", value="auto", tooltip="auto: 2e-3 scratch, 5e-4 fine-tune")
         self.val_fraction = FloatSpinBox(label="validation", min=0.0, max=0.9, step=0.05, value=0.15)
         self.name = LineEdit(label="model name", value="", tooltip="empty: <base>-ft-<date>")
+        self.pool_info = Label(label="training pool", value="no synthetic pairs")
+        self.synthetic_ratio = FloatSpinBox(
+            label="synthetic share", min=0.0, max=1.0, step=0.05, value=0.5,
+            tooltip="fraction of each batch drawn from the generated pairs of the training pool "
+                    "(Generate dock › add pairs to training pool); 0 = real data only")
         self.finetune_btn = PushButton(text="Fine-tune on my corrections")
         self.start_btn = PushButton(text="Start")
         self.stop_btn = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = Label(value="")
         self.extend([self.images, self.labels, self.slices, self.base, self.steps, self.patch, self.batch,
-                     self.lr, self.val_fraction, self.name, self.finetune_btn, self.start_btn, self.stop_btn,
+                     self.lr, self.val_fraction, self.name, self.pool_info, self.synthetic_ratio,
+                     self.finetune_btn, self.start_btn, self.stop_btn,
                      self.progress, self.status])
         for sel in (self.images, self.labels):
             sel.native.setMaximumHeight(72)
@@ -106,11 +113,28 @@ class TrainWidget(Container):
         self.start_btn.changed.connect(self.start)
         self.stop_btn.changed.connect(self.stop)
         self.base.value = self._default_base()
+        from ..train.pool import POOL
+
+        POOL.connect(self._pool_changed)
+        self.native.destroyed.connect(lambda *_: POOL.disconnect(self._pool_changed))
+        self._pool_changed()
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
             ev.connect(self.reset_choices)
         viewer.layers.events.inserted.connect(lambda e: self._watch(e.value))
         for layer in viewer.layers:
             self._watch(layer)
+
+    def _pool_changed(self):
+        from ..train.pool import POOL
+
+        n = len(POOL)
+        self.pool_info.value = f"{n} synthetic pairs" if n else "no synthetic pairs"
+
+    def _synthetic(self):
+        """The pool's pairs when they should be mixed in, else None."""
+        from ..train.pool import POOL
+
+        return POOL.arrays() if len(POOL) and float(self.synthetic_ratio.value) > 0 else None
 
     # -- choices -----------------------------------------------------------------
     def _layer_choices(self, kind):
@@ -185,8 +209,13 @@ class TrainWidget(Container):
     # -- running ------------------------------------------------------------------
     def _job_args(self):
         from ..train.data import DataError, check_pair, parse_slices
-        from ..train.loop import TrainConfig, base_model_info, default_lr, default_run_dir
-        from ..train.loop import patch_at_model_scale
+        from ..train.loop import (
+            TrainConfig,
+            base_model_info,
+            default_lr,
+            default_run_dir,
+            patch_at_model_scale,
+        )
 
         images, labels = list(self.images.value), list(self.labels.value)
         if not images or not labels:
@@ -198,7 +227,7 @@ class TrainWidget(Container):
         images.sort(key=lambda lyr: order[lyr.name])
         labels.sort(key=lambda lyr: order[lyr.name])
         pairs = []
-        for img, lab in zip(images, labels):
+        for img, lab in zip(images, labels, strict=False):
             if getattr(img, "rgb", False):
                 raise DataError(f"{img.name!r} is an RGB image: convert it to grayscale first")
             data, mask = layer_array(img), layer_array(lab)
@@ -218,6 +247,7 @@ class TrainWidget(Container):
                           patch=patch_at_model_scale(int(self.patch.value), info["scale"], info["depth"]),
                           val_fraction=float(self.val_fraction.value), name=name,
                           val_every=max(1, int(self.steps.value) // 20),
+                          synthetic_ratio=float(self.synthetic_ratio.value) if self._synthetic() else 0.0,
                           notes={"base_model": info["name"], "layers": [lyr.name for lyr in labels]})
         return pairs, default_run_dir(name), cfg
 
@@ -235,7 +265,8 @@ class TrainWidget(Container):
         self.progress.max, self.progress.value = cfg.steps, 0
         self.status.value = "preparing data..."
         self._worker = create_worker(
-            train_model, pairs, out_dir, cfg, register_as=cfg.name, _worker_class=_TrainWorker,
+            train_model, pairs, out_dir, cfg, register_as=cfg.name, synthetic=self._synthetic(),
+            _worker_class=_TrainWorker,
             _start_thread=False,
             _connect={"yielded": self._yielded, "returned": self._returned, "errored": self._errored,
                       "finished": self._finished},

@@ -179,7 +179,7 @@ def _run_blockwise(args, src: Path, out: Path, image, pixel_size, opts) -> int:
         raise UserError(f"{exc}. Nothing was written to {out}.") from exc
     dt = time.perf_counter() - t0
     mpix = float(np.prod(image.shape)) / 1e6
-    where = args.scheduler or f"{args.workers} local workers"
+    where = args.scheduler or f"{args.workers} local worker{'s' if args.workers > 1 else ''}"
     print(
         f"{res.n_objects} objects -> {out}" + (f", {args.csv}" if args.csv else "")
         + f" ({dt:.1f} s, {mpix / dt:.2f} MPix/s, {len(res.blocks)} blocks on {where}, "

@@ -123,7 +123,7 @@ def run(args) -> int:
     cfg = build_config(args)
     device = pick_device(args.device)
     pairs = []
-    for img_path, mask_path in zip(args.images, args.masks):
+    for img_path, mask_path in zip(args.images, args.masks, strict=False):
         image, mask = _read(img_path), _read(mask_path)
         if tuple(image.shape) != tuple(mask.shape):
             raise ValueError(f"{img_path} has shape {tuple(image.shape)} but {mask_path} has "

@@ -266,6 +266,10 @@ def read_tiff(path: str | os.PathLike, memory_limit: int | None = None) -> tuple
             raise _corrupt(path, re.sub(r"<tifffile[^>]*>\s*", "", broken[0]))
         if not series or not series[0].shape or 0 in series[0].shape:
             raise _corrupt(path, "no image data found")
+        if len(series) > 1 and all(
+            len(x.shape) == 2 and x.shape == series[0].shape and x.dtype == series[0].dtype for x in series
+        ):
+            series = [_UniformPages(tif, series)]  # a stack written page by page, without metadata
         s = series[0]
         shape, axes, dtype = tuple(s.shape), s.axes, np.dtype(s.dtype)
         sample = axes.find("S")
@@ -339,6 +343,23 @@ def read_tiff(path: str | os.PathLike, memory_limit: int | None = None) -> tuple
     finally:
         if not keep_open:
             tif.close()
+
+
+class _UniformPages:
+    """Single-page series of one shape and dtype (e.g. written one ``write()`` per slice, with
+    no ImageJ/OME metadata) seen as one ZYX series."""
+
+    def __init__(self, tif, series):
+        self.pages = [x.pages[0] for x in series]
+        self.shape = (len(series), *series[0].shape)
+        self.axes = "Z" + series[0].axes
+        self.dtype = series[0].dtype
+        self.keyframe = series[0].keyframe
+        self.parent = tif
+        self.dataoffset = None
+
+    def asarray(self):
+        return np.stack([p.asarray() for p in self.pages])
 
 
 def _page_stack(path: Path, s, shape, dtype, rgb: bool) -> LazyStack:

@@ -43,7 +43,7 @@ def _squeeze(arr, axes: list[str]):
     drop = 0
     while arr.ndim - drop > 3 and arr.shape[drop] == 1:
         drop += 1
-    while arr.ndim - drop > 2 and arr.shape[drop] == 1 and (axes[drop] if axes else "").lower() in "tc":
+    while arr.ndim - drop > 2 and arr.shape[drop] == 1 and axes and axes[drop].lower() in ("t", "c"):
         drop += 1
     if not drop:
         return arr, axes
@@ -227,7 +227,7 @@ class ZarrWriter:
     ):
         import zarr
 
-        self.path = check_zarr_target(path)
+        self.path = check_zarr_target(path).absolute()  # other processes may write into it
         self.tmp_path = self.path.parent / f".{self.path.name}.partial-{uuid.uuid4().hex[:8]}"
         self.shape = tuple(int(s) for s in shape)
         self.chunks = tuple(chunks or default_chunks(self.shape))

@@ -71,7 +71,7 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = self.encode(x)
         x = skips.pop()
-        for upconv, block in zip(self.upconv, self.up):
+        for upconv, block in zip(self.upconv, self.up, strict=False):
             x = upconv(x)
             x = block(torch.cat([x, skips.pop()], dim=1))
         return self.head(x)

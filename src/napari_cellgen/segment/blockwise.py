@@ -106,6 +106,13 @@ def _set_threads(threads: int | None) -> None:
             torch.set_num_threads(int(threads))
 
 
+def _worker_device(device: str) -> str:
+    """The device chosen where the block runs ("auto": this worker's GPU if it has one)."""
+    from .predict import pick_device
+
+    return pick_device(device)
+
+
 def _open_zarr(path: str):
     import zarr
 
@@ -121,6 +128,9 @@ def _segment_block(src: Source, model, z0: int, z1: int, p: dict) -> dict:
 
     _set_threads(p.get("threads"))
     net, card = model
+    device = _worker_device(p["device"])
+    if device != "cpu":
+        net = net.to(device)  # the worker's own copy: moved once, then a no-op
     image = src.open()
     n = image.shape[0]
     m = 1 if p["median"] else 0
@@ -129,7 +139,7 @@ def _segment_block(src: Source, model, z0: int, z1: int, p: dict) -> dict:
     window = _Window(image, max(0, lo - k), min(n, hi + k))
     prob = np.zeros((hi - lo, *image.shape[1:]), np.uint8)
     run(predict_stack(net, card, window, prob, tile=p["tile"], overlap=p["overlap"],
-                      batch_size=p["batch_size"], device=p["device"], tta=p.get("tta", False),
+                      batch_size=p["batch_size"], device=device, tta=p.get("tta", False),
                       zs=range(lo, hi)))
     del window
     if p.get("prob_path"):
@@ -316,13 +326,16 @@ def merge_ids(blocks_info: list[dict], pairs: list[np.ndarray], min_size: int) -
     return luts, n_objects
 
 
-def _model_for(opt, model, device):
-    """``(net, card)``: the caller's, or the named model loaded (fused) as the in-memory path does."""
+def _model_for(opt, model):
+    """``(net, card)``: the caller's, or the named model loaded (fused, on the CPU) as in memory.
+
+    Workers move it to their own device: the client (e.g. a login node) needs no GPU.
+    """
     from .pipeline import get_model
 
     if model is not None:
         return model
-    return get_model(opt.model, device)
+    return get_model(opt.model, "cpu")
 
 
 def segment_blockwise_iter(
@@ -355,13 +368,16 @@ def segment_blockwise_iter(
     opt = options or SegmentOptions()
     if not 0.0 < opt.threshold < 1.0:
         raise ValueError(f"threshold must be between 0 and 1, got {opt.threshold}")
-    src = Source(path=str(source)) if isinstance(source, (str, os.PathLike)) else Source(array=source)
+    # absolute paths: the workers may run in another folder, or on another machine
+    src = (Source(path=os.path.abspath(source)) if isinstance(source, (str, os.PathLike))
+           else Source(array=source))
     image = src.open()
     check_image(image)
     if image.ndim != 3:
         raise ValueError(f"blockwise segmentation needs a (Z, Y, X) stack, got shape {tuple(image.shape)}")
-    device = pick_device(opt.device)
-    net, card = _model_for(opt, model, device)
+    if client is None:
+        pick_device(opt.device)  # fail now, not in the first block, for an impossible device
+    net, card = _model_for(opt, model)
     n = int(image.shape[0])
     block_z = int(block_z or default_block_z(image.shape))
     blocks = plan_blocks(n, block_z)
@@ -377,7 +393,7 @@ def segment_blockwise_iter(
         if prob_out is not None:
             pwriter = ZarrWriter(prob_out, image.shape, np.uint8, chunks=chunks, pixel_size=pixel_size)
         params = {
-            "tile": opt.tile, "overlap": opt.overlap, "batch_size": opt.batch_size, "device": device,
+            "tile": opt.tile, "overlap": opt.overlap, "batch_size": opt.batch_size, "device": opt.device,
             "tta": getattr(opt, "tta", False), "threshold": opt.threshold, "fill_holes": opt.fill_holes,
             "mode": opt.mode, "split": opt.split, "median": opt.median, "threads": threads,
             "labels_path": writer.array_path, "prob_path": pwriter.array_path if pwriter else None,
@@ -403,9 +419,8 @@ def segment_blockwise_iter(
         if opt.mode != "3d":
             pairs = [np.zeros((0, 2), np.int64)] * (len(blocks) - 1)
         luts, n_objects = merge_ids(infos, pairs, opt.min_size)
-        yield from _run_tasks(
-            client, _relabel_block, [(writer.array_path, z0, z1, lut) for (z0, z1), lut in zip(blocks, luts)],
-            "relabel", block_name, retries)
+        relabel = [(writer.array_path, z0, z1, lut) for (z0, z1), lut in zip(blocks, luts, strict=True)]
+        yield from _run_tasks(client, _relabel_block, relabel, "relabel", block_name, retries)
         t["label"] = time.perf_counter()
         table = None
         if opt.measure:
@@ -439,7 +454,7 @@ def _measure(client, labels_path, src_arg, blocks, infos, luts, n_objects, pixel
         return cols
     zfirst = np.full(n_objects + 1, np.iinfo(np.int64).max, np.int64)
     zlast = np.full(n_objects + 1, -1, np.int64)
-    for info, lut in zip(infos, luts):
+    for info, lut in zip(infos, luts, strict=True):
         ids = lut[1:].astype(np.int64)
         np.minimum.at(zfirst, ids, info["zfirst"])
         np.maximum.at(zlast, ids, info["zlast"])

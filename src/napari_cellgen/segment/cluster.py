@@ -12,7 +12,6 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-
 CONNECT_TIMEOUT = 10.0  # seconds to wait for a scheduler
 
 
@@ -67,10 +66,18 @@ def dask_client(
     n = int(workers or 1)
     if n < 1:
         raise ValueError(f"the number of workers must be at least 1, got {n}")
-    cluster = distributed.LocalCluster(
-        n_workers=n, threads_per_worker=1, processes=processes, memory_limit=memory_limit,
-        dashboard_address=None, silence_logs=40,
-    )
+    import dask
+
+    # A block task holds its data itself (nothing for dask to spill), and most of a worker's memory
+    # is torch's libraries, which never shrink: pausing at 80 % would stall the worker for good.
+    # The limit stays a hard one: the nanny restarts a worker that passes 95 % of it.
+    local_config = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False,
+                    "distributed.worker.memory.pause": False}
+    with dask.config.set(local_config):
+        cluster = distributed.LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=processes, memory_limit=memory_limit,
+            dashboard_address=None, silence_logs=40,
+        )
     client = distributed.Client(cluster, set_as_default=False)
     try:
         yield client

@@ -7,6 +7,7 @@ stays bounded by the slices it holds (the OS page cache is not counted).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -34,10 +35,8 @@ class DiskArray:
             self._fd = None
 
     def __del__(self):  # pragma: no cover - best effort
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:  # noqa: BLE001
-            pass
 
     def _read(self, z: int) -> np.ndarray:
         buf = os.pread(self._fd, self._slice_bytes, z * self._slice_bytes)

@@ -78,7 +78,7 @@ def measure_iter(labels, intensity=None, pixel_size=None) -> Generator[Progress,
             row["axis_minor_length"] = 0.0
         row["eccentricity"] = float(flat.eccentricity)
         row["orientation"] = float(flat.orientation)
-        row["solidity"] = _solidity(rp, flat)
+        row["solidity"] = _solidity(rp, flat, crop)
         row["intensity_mean"] = float(rp.intensity_mean) if icrop is not None else float("nan")
         rows.append(row)
         if k % 16 == 0 or k + 1 == total:
@@ -89,11 +89,32 @@ def measure_iter(labels, intensity=None, pixel_size=None) -> Generator[Progress,
     return cols
 
 
-def _solidity(rp, flat) -> float:
-    """3D solidity, falling back to the largest slice's for flat objects (no 3D hull)."""
+def _hull_solidity_3d(crop: np.ndarray) -> float:
+    """Voxel count / volume of the convex hull of the object's voxel cubes (<= 1).
+
+    Uses the corners of the surface voxels with qhull: much faster than rasterising
+    the hull (``regionprops`` solidity) for large objects, and exact for boxes.
+    """
+    from scipy.spatial import ConvexHull
+
+    surface = crop & ~ndi.binary_erosion(crop)
+    pts = np.argwhere(surface)
+    corners = (pts[:, None, :] + np.array(np.meshgrid([0, 1], [0, 1], [0, 1], indexing="ij"))
+               .reshape(3, -1).T[None]).reshape(-1, 3)
+    corners = np.unique(corners, axis=0)
+    return float(crop.sum() / ConvexHull(corners).volume)
+
+
+def _solidity(rp, flat, crop=None) -> float:
+    """Solidity: 3D from the voxel hull for stacks, else skimage's; the largest slice's for flat objects."""
     import warnings
 
-    for props in (rp, flat):
+    if crop is not None and crop.ndim == 3 and min(crop.shape) > 1:
+        try:
+            return min(_hull_solidity_3d(crop), 1.0)
+        except Exception:  # noqa: BLE001 - qhull fails on degenerate (flat) point sets
+            pass
+    for props in ((flat,) if crop is not None and crop.ndim == 3 else (rp, flat)):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

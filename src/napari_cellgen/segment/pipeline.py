@@ -47,10 +47,12 @@ _MODEL_CACHE: dict[tuple, tuple] = {}
 def get_model(name=None, device: str = "cpu"):
     """Load (and cache) a model by name or folder."""
     from ..models.store import load_model, resolve
-
     from ..models.unet import fuse_batchnorm
 
-    key = (str(resolve(name)), device)
+    folder = resolve(name)
+    weights = folder / "model.safetensors"
+    # the weights' mtime is part of the key: a model re-registered under the same name reloads
+    key = (str(folder), weights.stat().st_mtime_ns if weights.exists() else 0, device)
     if key not in _MODEL_CACHE:
         _MODEL_CACHE.clear()
         model, card = load_model(name, device)

@@ -130,9 +130,9 @@ def label_stack(
         if mode == "3d" and prev is not None and k:
             both = (glob > 0) & (prev > 0)
             if both.any():
-                pairs = np.unique(np.stack([prev[both], glob[both]], 1), axis=0)
-                for a, b in pairs:
-                    uf.union(int(a), int(b))
+                keys = np.unique(prev[both].astype(np.int64) << 32 | glob[both].astype(np.int64))
+                for key in keys.tolist():
+                    uf.union(key >> 32, key & 0xFFFFFFFF)
         if glob.max(initial=0) > np.iinfo(np.dtype(out.dtype)).max:
             raise ValueError(f"too many objects for a {out.dtype} label array")
         put(z, glob)

@@ -71,7 +71,7 @@ def predict_plane(
         chunk = origins[i : i + batch_size]
         batch = np.stack([padded[:, y : y + th, x : x + tw] for y, x in chunk])
         out = fn(batch)
-        for (y, x), o in zip(chunk, out):
+        for (y, x), o in zip(chunk, out, strict=False):
             acc[y : y + th, x : x + tw] += o * window
             wsum[y : y + th, x : x + tw] += window
         yield Progress(min(i + batch_size, total), total, "tiles")

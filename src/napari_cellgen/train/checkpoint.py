@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from ..models.store import atomic_write_bytes, load_tensors, save_model, save_tensors
 
 

@@ -174,34 +174,3 @@ class PatchSampler:
             masks.append(m[None])
         return np.stack(imgs), np.stack(masks)
 
-
-class MixedSampler:
-    """Draws a fixed fraction ``ratio`` of each batch from a synthetic sampler.
-
-    The split is exact over time: a running remainder carries the fractional part
-    from batch to batch, so after ``n`` samples ``round(n * ratio)`` are synthetic.
-    """
-
-    def __init__(self, real: PatchSampler, synthetic: PatchSampler, ratio: float):
-        if not 0.0 <= ratio <= 1.0:
-            raise DataError(f"the synthetic ratio must be between 0 and 1, got {ratio}")
-        self.real, self.synthetic, self.ratio = real, synthetic, ratio
-        self.rng = real.rng
-        self._carry = 0.0
-        self.drawn = {"real": 0, "synthetic": 0}
-
-    def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        want = batch * self.ratio + self._carry
-        n_syn = int(np.floor(want + 1e-9))
-        self._carry = want - n_syn
-        parts = []
-        if batch - n_syn:
-            parts.append(self.real.sample(batch - n_syn))
-        if n_syn:
-            parts.append(self.synthetic.sample(n_syn))
-        self.drawn["real"] += batch - n_syn
-        self.drawn["synthetic"] += n_syn
-        x = np.concatenate([p[0] for p in parts])
-        y = np.concatenate([p[1] for p in parts])
-        order = self.rng.permutation(batch)
-        return x[order], y[order]

@@ -215,8 +215,10 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
         training={
             "config": {k: v for k, v in asdict(cfg).items() if k != "notes"},
             "train_slices": len(train_regions),
-            "synthetic": ({"pairs": len(syn_sampler.regions), "per_batch": n_syn, "ratio": cfg.synthetic_ratio}
-                          if syn_sampler else None),
+            "synthetic": (
+                {"pairs": len(syn_sampler.regions), "per_batch": n_syn, "ratio": cfg.synthetic_ratio}
+                if syn_sampler else None
+            ),
             "val_regions": len(val_regions),
             # (pair, slice) of every region used: an unlabelled slice never appears here
             "slices": {
@@ -294,7 +296,8 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
             yield Progress(step, cfg.steps, "train", info)
     finally:
         # stopped, crashed or finished: the best checkpoint must exist and ``last`` be current
-        if not best_written:
+        # (unless nothing was trained: an untouched model is not a result)
+        if not best_written and step:
             iou = evaluate(model, val_regions, card, device) if val_regions else float("nan")
             write_best(iou)
         if step:

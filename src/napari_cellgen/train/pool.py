@@ -1,15 +1,14 @@
 """The synthetic training pool: generated (image, mask) pairs waiting to be trained on.
 
 The Generate dock adds pairs, the Train dock offers them next to the real layers with
-a real:synthetic mixing ratio, and ``cellgen synth`` / ``--synthetic DIR`` use the same
-folder format (``images.tif`` + ``masks.tif``, one pair per page).
+a real:synthetic mixing ratio. ``cellgen synth`` / ``cellgen train --synthetic DIR`` are the
+command-line counterparts (:mod:`napari_cellgen.generate.synth`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -42,9 +41,18 @@ class TrainingPool:
     def __len__(self) -> int:
         return sum(len(e.images) for e in self.entries)
 
-    def pairs(self) -> list[tuple]:
-        """``(image_stack, mask_stack, None)`` triples for :func:`train_segmenter`'s ``synthetic``."""
-        return [(e.images, e.masks, list(range(len(e.images)))) for e in self.entries]
+    def arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """All pairs as ``(images, masks)`` for :func:`train_segmenter`'s ``synthetic``; None if empty.
+
+        Pairs of different sizes cannot be stacked: they are cropped to the smallest size.
+        """
+        if not self.entries:
+            return None
+        h = min(e.images.shape[-2] for e in self.entries)
+        w = min(e.images.shape[-1] for e in self.entries)
+        images = np.concatenate([e.images[:, :h, :w] for e in self.entries])
+        masks = np.concatenate([e.masks[:, :h, :w] for e in self.entries])
+        return images, masks
 
     def connect(self, callback: Callable[[], None]) -> None:
         self._listeners.append(callback)
@@ -60,19 +68,3 @@ class TrainingPool:
 
 POOL = TrainingPool()
 
-
-def read_synthetic_dir(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a synthetic set written by ``cellgen synth`` (images.tif + masks.tif)."""
-    import tifffile
-
-    folder = Path(folder)
-    img_p, msk_p = folder / "images.tif", folder / "masks.tif"
-    if not img_p.is_file() or not msk_p.is_file():
-        raise ValueError(f"{folder} is not a synthetic set: expected images.tif and masks.tif in it "
-                         "(make one with `cellgen synth -o DIR --n N`)")
-    images, masks = tifffile.imread(img_p), tifffile.imread(msk_p)
-    if images.ndim == 2:
-        images, masks = images[None], masks[None]
-    if images.shape != masks.shape:
-        raise ValueError(f"{folder}: images {images.shape} and masks {masks.shape} do not match")
-    return images, masks
