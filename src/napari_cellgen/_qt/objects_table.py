@@ -76,7 +76,7 @@ class ObjectsTable(QWidget):
     @property
     def layer(self):
         name = self.layer_box.currentText()
-        return self._viewer.layers.get(name, None)
+        return self._viewer.layers[name] if name in self._viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
 
     def _watch(self, layer):
         old = getattr(self, "_watched", None)
