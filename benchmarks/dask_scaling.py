@@ -284,10 +284,17 @@ def main() -> None:
     results = json.loads(out_path.read_text()) if out_path.exists() else {}
     results["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                           "platform": platform.platform(), "note": "2-core VM, no GPU"}
-    try:
+
+    def save():
+        results["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(results, indent=2, default=float))
+
+    try:  # saved after every part, so that a part that runs out of time keeps the others
         if args.part in ("identity", "all"):
             results["identity_and_overhead"] = part_identity(args, tmp)
             print(json.dumps(results["identity_and_overhead"], indent=1))
+            save()
         if args.part in ("big", "all"):
             ident = results.get("identity_and_overhead") or {}
             rate = (ident.get("dask") or {}).get("2_workers_x_1_thread", {}).get("mpix_per_s")
@@ -295,14 +302,13 @@ def main() -> None:
                 args.big_slices = max(8, int(rate * 1e6 * args.big_seconds / (768 * 1024)))
             results["larger_than_worker_memory"] = part_big(args, tmp)
             print(json.dumps(results["larger_than_worker_memory"], indent=1))
+            save()
         if args.part in ("ddp", "all"):
             results["training_ddp"] = part_ddp(args, tmp)
             print(json.dumps(results["training_ddp"], indent=1))
+            save()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    results["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(results, indent=2, default=float))
     print(f"-> {out_path}")
 
 
