@@ -188,6 +188,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--sampler", default="dpm++")
+    ap.add_argument("--pixel-noise", default="0", help="pixel noise std, or 'auto' (the VAE card's noise_std)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "generator_quality.json")
@@ -208,8 +209,10 @@ def main(argv=None):
     val = list(range(nz - args.n_val, nz))
     train = list(range(0, nz - args.n_val))
     gen = load_generator(args.generator)
+    noise = None if args.pixel_noise == "auto" else float(args.pixel_noise)
     seg, card = load_model(args.segmenter)
     res: dict = {
+        "pixel_noise": args.pixel_noise,
         "generator": str(gen.path),
         "segmenter": card.get("name", args.segmenter),
         "n": args.n,
@@ -225,7 +228,9 @@ def main(argv=None):
 
     # --- generation from held-out masks (timed)
     t0 = time.perf_counter()
-    out = sample_sync(gen, m, steps=args.steps, guidance=args.guidance, seed=args.seed, sampler=args.sampler)
+    out = sample_sync(
+        gen, m, steps=args.steps, guidance=args.guidance, seed=args.seed, sampler=args.sampler, pixel_noise=noise
+    )
     dt = time.perf_counter() - t0
     res["seconds_per_sample"] = dt / len(m)
     fake = out.images
@@ -247,6 +252,7 @@ def main(argv=None):
         seed=args.seed + 100,
         shape=(256, 256),
         sampler=args.sampler,
+        pixel_noise=noise,
     )
     res["seconds_per_new_pair"] = (time.perf_counter() - t0) / args.n
     p_pairs = segment_tiles(seg, card, pairs.images) >= 0.5

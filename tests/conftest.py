@@ -43,3 +43,13 @@ def pytest_configure(config):
             "(or apt-get install xvfb) first.",
             returncode=4,
         )
+
+
+@pytest.fixture(autouse=True)
+def _empty_training_pool():
+    """The synthetic training pool is process-wide: every test starts and ends with it empty."""
+    from napari_cellgen.train.pool import POOL
+
+    POOL.clear()
+    yield
+    POOL.clear()

@@ -80,3 +80,7 @@ def test_cancel_stops_generation(make_napari_viewer, qtbot, registered_tiny):
     qtbot.waitUntil(lambda: w.run_btn.enabled, timeout=30000)
     assert "generated (tiny)" not in viewer.layers
     assert w.status.value == "cancelled"
+    # the worker's thread really ends (it does not keep sampling in the background)
+    from qtpy.QtCore import QThreadPool
+
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=30000)

@@ -24,24 +24,24 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "OUT_masks.tif (instance labels). The same seed gives the same output.",
     )
     p.add_argument("-o", "--output", required=True, metavar="OUT.tif", help="output TIFF of generated images")
-    p.add_argument(
-        "--masks", default=None, metavar="MASKS.tif", help="conditioning masks (N, 256, 256) or (256, 256)"
-    )
+    p.add_argument("--masks", default=None, metavar="MASKS.tif", help="conditioning masks (N, 256, 256) or (256, 256)")
     p.add_argument("--n", type=int, default=4, help="number of new pairs without --masks (default 4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument(
-        "--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default {DEFAULT_STEPS})"
-    )
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default {DEFAULT_STEPS})")
     p.add_argument(
         "--guidance",
         type=float,
         default=DEFAULT_GUIDANCE,
         help=f"classifier-free guidance scale; 1 = none, 0 = ignore the mask (default {DEFAULT_GUIDANCE})",
     )
-    p.add_argument(
-        "--generator", default=None, metavar="GEN_DIR", help="generator folder or name (default: shipped)"
-    )
+    p.add_argument("--generator", default=None, metavar="GEN_DIR", help="generator folder or name (default: shipped)")
     p.add_argument("--sampler", default="dpm++", choices=["dpm++", "ddim"], help="sampler (default dpm++)")
+    p.add_argument(
+        "--pixel-noise",
+        default="0",
+        help="white pixel noise added to the images (std in [-1, 1] units), or 'auto' for the noise the "
+        "generator's VAE measured on real data (default 0)",
+    )
     p.add_argument("--unconditional", action="store_true", help="without --masks: images only, no masks")
     p.add_argument("--allow-empty", action="store_true", help="accept mask slices with no mitochondria")
     p.add_argument("--batch", type=int, default=4, help="samples denoised together (default 4)")
@@ -81,6 +81,10 @@ def run(args) -> int:
             raise FileNotFoundError(f"{src} does not exist")
         data, _ = read_stack(src)
         masks = np.asarray(data)
+    try:
+        noise = None if str(args.pixel_noise).lower() == "auto" else float(args.pixel_noise)
+    except ValueError:
+        raise ValueError(f"--pixel-noise must be a number or 'auto', got {args.pixel_noise!r}") from None
     gen = load_generator(args.generator)
     t0 = time.perf_counter()
     res = drive(
@@ -95,6 +99,7 @@ def run(args) -> int:
             pairs=not args.unconditional,
             allow_empty=args.allow_empty,
             batch_size=args.batch,
+            pixel_noise=noise,
         ),
         None if args.quiet else tqdm_callback("sample"),
     )

@@ -102,12 +102,7 @@ def fit_layout(
             for _ in range(windows_per_slice):
                 y, x = rng.integers(0, h - tile + 1), rng.integers(0, w - tile + 1)
                 inside = (
-                    (
-                        (cents[:, 0] >= y)
-                        & (cents[:, 0] < y + tile)
-                        & (cents[:, 1] >= x)
-                        & (cents[:, 1] < x + tile)
-                    )
+                    ((cents[:, 0] >= y) & (cents[:, 0] < y + tile) & (cents[:, 1] >= x) & (cents[:, 1] < x + tile))
                     if len(cents)
                     else np.zeros(0, bool)
                 )

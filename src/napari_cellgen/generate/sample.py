@@ -101,6 +101,22 @@ def decode_latents(gen, z_norm):
     return gen.vae.decode(z).clamp(-1, 1)
 
 
+def add_pixel_noise(x, sigma: float, seed: int, first: int):
+    """Add N(0, sigma^2) pixel noise; image ``first + i`` gets its own seeded stream.
+
+    One stream per image keeps the result independent of the batch size.
+    """
+    import torch
+
+    if sigma <= 0:
+        return x
+    out = x.clone()
+    for i in range(len(x)):
+        g = torch.Generator().manual_seed((int(seed) * 1_000_003 + first + i + 1) % (2**63))
+        out[i] += sigma * torch.randn(x[i].shape, generator=g)
+    return out.clamp(-1, 1)
+
+
 def to_uint8(x) -> np.ndarray:
     """[-1, 1] tensor (B, 1, H, W) -> uint8 (B, H, W)."""
     arr = x[:, 0].float().cpu().numpy()
@@ -121,6 +137,7 @@ def sample(
     shape: tuple[int, int] | None = None,
     batch_size: int = 4,
     pad: bool = False,
+    pixel_noise: float | None = 0.0,
 ) -> Generator[Progress, None, Samples]:
     """Generate EM images.
 
@@ -129,6 +146,8 @@ def sample(
       fitted layout statistics.
     - ``masks=None, pairs=False``: ``n`` unconditional images (``Samples.masks`` is None).
 
+    ``pixel_noise``: std (in [-1, 1] units) of white pixel noise added to the decoded images,
+    sampling the VAE's observation model; None = the VAE card's measured ``noise_std``, 0 = none.
     ``pad=True`` accepts masks of any size: they are padded with background up to a multiple of
     the generator's divisor and the images cropped back (for a Labels layer of any shape).
     ``gen`` is a :class:`~napari_cellgen.generate.store.LatentGenerator` (or a name/folder to load).
@@ -175,6 +194,9 @@ def sample(
             fg = labels != 0
         else:
             fg = None
+    sigma = float(gen.vae_card.get("noise_std", 0.0)) if pixel_noise is None else float(pixel_noise)
+    if sigma < 0:
+        raise ValueError(f"pixel_noise must be >= 0, got {pixel_noise}")
     count = len(fg) if fg is not None else n
     hw = fg.shape[-2:] if fg is not None else shape
     factor = gen.factor
@@ -186,25 +208,29 @@ def sample(
     done = 0
     out = np.zeros((count, *hw), np.uint8)
     yield Progress(0, total, "sample")
-    with torch.inference_mode():
-        for idx in batches:
-            sl = slice(idx.start, idx.stop)
+    # inference mode is entered around each computation, never across a ``yield``: a job
+    # abandoned at a yield (Cancel) must not leave its thread (a reused pool thread) in it
+    for idx in batches:
+        sl = slice(idx.start, idx.stop)
+        with torch.inference_mode():
             cond = None
             if fg is not None:
                 cond = mask_condition(torch.from_numpy(fg[sl]), factor, (len(idx), *lat_shape[2:]))
             sched = sampling_scheduler(sampler, gen.denoiser_card.get("schedule"))
             loop = denoise(gen.denoiser, sched, noise[sl], cond, steps, guidance, generator=g)
-            while True:
-                try:
+        while True:
+            try:
+                with torch.inference_mode():
                     next(loop)
-                except StopIteration as stop:
-                    z = stop.value
-                    break
-                done += 1
-                yield Progress(done, total, "sample")
-            out[sl] = to_uint8(decode_latents(gen, z))
+            except StopIteration as stop:
+                z = stop.value
+                break
             done += 1
             yield Progress(done, total, "sample")
+        with torch.inference_mode():
+            out[sl] = to_uint8(add_pixel_noise(decode_latents(gen, z), sigma, seed, idx.start))
+        done += 1
+        yield Progress(done, total, "sample")
     if crop_to is not None:
         out = np.ascontiguousarray(out[:, : crop_to[0], : crop_to[1]])
     return Samples(out, labels)

@@ -41,10 +41,7 @@ def user_generators_dir() -> Path:
 
 def is_generator(folder: str | os.PathLike) -> bool:
     f = Path(folder)
-    return (
-        all((f / p / CARD).is_file() and (f / p / WEIGHTS).is_file() for p in PARTS)
-        and (f / LAYOUT).is_file()
-    )
+    return all((f / p / CARD).is_file() and (f / p / WEIGHTS).is_file() for p in PARTS) and (f / LAYOUT).is_file()
 
 
 def list_generators() -> dict[str, Path]:
@@ -121,9 +118,7 @@ def _read_json(path: Path, what: str) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise GeneratorError(
-            f"{path.parent} has no {path.name}: the generator is incomplete ({what})."
-        ) from None
+        raise GeneratorError(f"{path.parent} has no {path.name}: the generator is incomplete ({what}).") from None
     except json.JSONDecodeError as exc:
         raise GeneratorError(f"{path} is not valid JSON ({exc}).") from exc
 
@@ -163,9 +158,7 @@ def load_generator(name_or_dir=None, device: str = "cpu") -> LatentGenerator:
     if "latent_scale" not in vcard:
         raise GeneratorError(f"{folder / 'vae' / CARD} lacks latent_scale: the VAE was not finished.")
     if den.config["latent_channels"] != vae.config["latent_channels"] or den.config["factor"] != vae.divisor:
-        raise GeneratorError(
-            f"{folder}: the denoiser does not fit the VAE (latent channels or factor differ)."
-        )
+        raise GeneratorError(f"{folder}: the denoiser does not fit the VAE (latent channels or factor differ).")
     layout = _read_json(folder / LAYOUT, "mask layout statistics")
     return LatentGenerator(vae.to(device), den.to(device), vcard, dcard, layout, folder)
 
@@ -175,10 +168,7 @@ def register_generator(folder: str | Path, name: str | None = None) -> Path:
     src = Path(folder)
     if not is_generator(src):
         raise GeneratorError(f"{src} is not a complete generator (needs vae/, denoiser/ and {LAYOUT}).")
-    safe = (
-        "".join(c if c.isalnum() or c in "-_." else "-" for c in (name or src.name)).strip(".-")
-        or "generator"
-    )
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in (name or src.name)).strip(".-") or "generator"
     dest = user_generators_dir() / safe
     for part in PARTS:
         for fname in (WEIGHTS, CARD):

@@ -49,9 +49,7 @@ def write_synthetic_set(
     gen = generator if isinstance(generator, LatentGenerator) else load_generator(generator)
     steps = DEFAULT_STEPS if steps is None else steps
     guidance = DEFAULT_GUIDANCE if guidance is None else guidance
-    res = yield from sample(
-        gen, None, n, steps=steps, guidance=guidance, seed=seed, pairs=True, batch_size=batch_size
-    )
+    res = yield from sample(gen, None, n, steps=steps, guidance=guidance, seed=seed, pairs=True, batch_size=batch_size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_tiff(out / IMAGES, res.images)
@@ -77,9 +75,7 @@ def read_synthetic_set(folder: str | Path) -> tuple[np.ndarray, np.ndarray, dict
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise SyntheticSetError(
-            f"{folder} is not a folder: write a synthetic set with `cellgen synth -o DIR`"
-        )
+        raise SyntheticSetError(f"{folder} is not a folder: write a synthetic set with `cellgen synth -o DIR`")
     missing = [f for f in (IMAGES, MASKS) if not (folder / f).is_file()]
     if missing:
         raise SyntheticSetError(f"{folder} lacks {', '.join(missing)}: it is not a synthetic set")
@@ -92,7 +88,5 @@ def read_synthetic_set(folder: str | Path) -> tuple[np.ndarray, np.ndarray, dict
     if (folder / META).is_file():
         meta = json.loads((folder / META).read_text())
         if meta.get("n") not in (None, len(images)):
-            raise SyntheticSetError(
-                f"{folder}: synth.json says {meta['n']} pairs but the files hold {len(images)}"
-            )
+            raise SyntheticSetError(f"{folder}: synth.json says {meta['n']} pairs but the files hold {len(images)}")
     return images, masks, meta

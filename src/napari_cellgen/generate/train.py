@@ -61,9 +61,7 @@ class GeneratorConfig:
     diffusion_steps: int = 4000
     diffusion_batch: int = 16
     latent_crop: int = 32  # latent side of a training crop (= tile / VAE factor)
-    small_crop_p: float = (
-        0.0  # fraction of steps on half-side crops with 4x the batch (same cost, more samples)
-    )
+    small_crop_p: float = 0.0  # fraction of steps on half-side crops with 4x the batch (same cost, more samples)
     diffusion_lr: float = 5e-4
     block_out_channels: tuple = (64, 128, 192)
     layers_per_block: int = 1
@@ -170,6 +168,26 @@ def vae_metrics(vae, tiles) -> dict:
         }
     vae.train()
     return out
+
+
+def estimate_noise_std(vae, tiles) -> float:
+    """Pixel noise the VAE does not reproduce: robust (MAD) std of the reconstruction residual.
+
+    Uses neighbouring-pixel differences of the residual (variance 2 sigma^2 for white noise), so
+    structure left in the residual barely counts. Sampling can add this noise back
+    (the VAE's Gaussian observation model), which real EM has and a mean decoder lacks.
+    """
+    import torch
+
+    vae.eval()
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(tiles, np.float32))
+        rec = torch.cat([vae.decode(vae.encode(x[i : i + 8]).mean) for i in range(0, len(x), 8)])
+        r = (x - rec)[:, 0]
+        d = torch.cat([(r[:, :, 1:] - r[:, :, :-1]).flatten(), (r[:, 1:, :] - r[:, :-1, :]).flatten()])
+        sigma = float(d.abs().median()) / 0.6745 / math.sqrt(2)
+    vae.train()
+    return sigma
 
 
 def train_vae(
@@ -294,9 +312,7 @@ def encode_latents(vae, vol: dict, zs: list[int], variants: int, device: str = "
 class LatentBatches:
     """Random latent crops with their masks (or the null condition), for the denoiser."""
 
-    def __init__(
-        self, latents, masks: dict, train_z, crop: int, factor: int, cfg: GeneratorConfig, seed: int
-    ):
+    def __init__(self, latents, masks: dict, train_z, crop: int, factor: int, cfg: GeneratorConfig, seed: int):
         self.latents, self.masks, self.train_z = latents, masks, list(train_z)
         self.allowed = [z for z in self.train_z if z in masks]
         self.crop, self.factor, self.cfg = crop, factor, cfg
@@ -318,9 +334,7 @@ class LatentBatches:
         c = crop or self.crop
         lats, conds = [], []
         for _ in range(batch):
-            if self.allowed and self.rng.random() < max(
-                self.cfg.cond_fraction, len(self.allowed) / len(self.train_z)
-            ):
+            if self.allowed and self.rng.random() < max(self.cfg.cond_fraction, len(self.allowed) / len(self.train_z)):
                 z = self.allowed[self.rng.integers(len(self.allowed))]
             else:
                 z = self.train_z[self.rng.integers(len(self.train_z))]
@@ -361,9 +375,7 @@ def _val_batch(latents, masks, val_z, crop, factor, seed, n=32):
         lats.append(torch.from_numpy(np.ascontiguousarray(latents[0][z][:, y : y + crop, x : x + crop])))
         if z in masks:
             m = masks[z][y * factor : (y + crop) * factor, x * factor : (x + crop) * factor]
-            conds.append(
-                mask_condition(torch.from_numpy(np.ascontiguousarray(m))[None], factor, (1, crop, crop))
-            )
+            conds.append(mask_condition(torch.from_numpy(np.ascontiguousarray(m))[None], factor, (1, crop, crop)))
         else:
             conds.append(None)
     lat = torch.stack(lats)
@@ -484,13 +496,9 @@ def train_denoiser(
                 g["lr"] = cfg.diffusion_lr * _lr_factor(
                     step, cfg.diffusion_steps, t0, cfg.diffusion_minutes, cfg.warmup
                 )
-            small = (
-                crop // 2 >= denoiser.divisor and crop % 2 == 0 and batches.rng.random() < cfg.small_crop_p
-            )
+            small = crop // 2 >= denoiser.divisor and crop % 2 == 0 and batches.rng.random() < cfg.small_crop_p
             lat, cond = (
-                batches.sample(cfg.diffusion_batch * 4, crop // 2)
-                if small
-                else batches.sample(cfg.diffusion_batch)
+                batches.sample(cfg.diffusion_batch * 4, crop // 2) if small else batches.sample(cfg.diffusion_batch)
             )
             x0 = (lat - shift) * scale
             noise = torch.randn(x0.shape, generator=gen)
@@ -517,9 +525,7 @@ def train_denoiser(
             if step % cfg.val_every == 0 or step == cfg.diffusion_steps:
                 m = _val_loss(ema, sched, val, shift, scale, device)
                 crit = m.get("val_loss_cond", m["val_loss_uncond"])
-                history.append(
-                    {"step": step, **m, "loss": info["loss"], "time_s": round(time.perf_counter() - t0, 1)}
-                )
+                history.append({"step": step, **m, "loss": info["loss"], "time_s": round(time.perf_counter() - t0, 1)})
                 info.update(m)
                 if crit < best:
                     best = crit
@@ -632,9 +638,7 @@ def train_generator(
     vol = {z: prepare_slice(img(z), cfg.scale) for z in sorted(set(img_z) | set(val_z))}
     # the only place masks are read: the allowed slices (+ validation slices when permitted)
     mask_of = {z: _prepare_mask(masks if is2d else masks[z], cfg.scale) for z in allowed}
-    val_mask_of = (
-        {z: _prepare_mask(masks if is2d else masks[z], cfg.scale) for z in val_z} if use_val_masks else {}
-    )
+    val_mask_of = {z: _prepare_mask(masks if is2d else masks[z], cfg.scale) for z in val_z} if use_val_masks else {}
     out_dir.mkdir(parents=True, exist_ok=True)
     layout = (
         fit_layout(np.stack([mask_of[z] for z in allowed]), tile=cfg.tile)
@@ -671,7 +675,7 @@ def train_generator(
     else:
         vae_extra = {
             k: init_gen.vae_card[k]
-            for k in ("latent_shift", "latent_scale", "metrics", "training")
+            for k in ("latent_shift", "latent_scale", "noise_std", "metrics", "training")
             if k in init_gen.vae_card
         }
         vae_extra["parent"] = str(init_gen.path)
@@ -698,6 +702,7 @@ def train_generator(
         {
             "latent_shift": shift,
             "latent_scale": scale,
+            "noise_std": vae_extra.get("noise_std", estimate_noise_std(vae, val_tiles)),
             "metrics": metrics,
             "training": vae_extra.get("training") or _read_training(out_dir / "vae"),
             **({"parent": vae_extra["parent"]} if "parent" in vae_extra else {}),

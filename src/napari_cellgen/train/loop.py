@@ -275,10 +275,12 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
             else:
                 x, y = sampler.sample(cfg.batch)
             x, y = augment(torch.from_numpy(x), torch.from_numpy(y), gen, elastic_p=cfg.elastic_p)
-            loss = _loss(model(x.to(device)), y.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            # explicit: a reused worker thread may have been left in no-grad/inference mode
+            with torch.inference_mode(False), torch.enable_grad():
+                loss = _loss(model(x.to(device)), y.to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
             step += 1
             seen += cfg.batch
             last_loss = float(loss.detach())
