@@ -83,15 +83,18 @@ def part_identity(args, tmp: Path) -> dict:
     net, card = get_model(args.model, "cpu")
     torch.set_num_threads(2)
     segment(vol[:2], opt)  # warm-up: imports, first-call allocations
+    stages: dict = {}
     t0 = time.perf_counter()
-    ref = segment(vol, opt)
+    ref = segment(vol, opt, callback=lambda p: stages.__setitem__(p.stage, time.perf_counter() - t0))
     t_mem = time.perf_counter() - t0
     out = {"volume": list(vol.shape), "model": card.get("name"), "block_z": args.block_z,
-           "in_memory_s": t_mem, "in_memory_threads": 2, "n_objects": ref.n_objects}
+           "in_memory_s": t_mem, "in_memory_threads": 2, "n_objects": ref.n_objects,
+           "in_memory_stage_end_s": stages}
 
     t0 = time.perf_counter()
     res = segment_blockwise(str(src), tmp / "inproc.zarr", opt, block_z=args.block_z, threads=2)
     out["blockwise_in_process_s"] = time.perf_counter() - t0  # same stages, no dask
+    out["blockwise_in_process_stages_s"] = res.timings
     runs = {}
     for name, workers, threads in (("1_worker_x_1_thread", 1, 1), ("1_worker_x_2_threads", 1, 2),
                                    ("2_workers_x_1_thread", 2, 1)):
@@ -186,9 +189,9 @@ def part_ddp(args, tmp: Path) -> dict:
     img = lucchi()[:20]
     mask = tifffile.imread(LUCCHI.with_name("training_groundtruth.tif"))[:20]
     out = {"data": "Lucchi slices 0-19", "model": "U-Net base 16, depth 4, scale 0.5, context 1",
-           "patch_model_px": 64, "global_batch": 8, "steps": args.ddp_steps}
+           "patch_model_px": 128, "global_batch": 8, "steps": args.ddp_steps}
     for name, nproc in (("1_process_x_2_threads", 1), ("2_processes_x_1_thread", 2)):
-        cfg = TrainConfig(steps=args.ddp_steps, patch=64, batch=8, val_every=10**6, val_fraction=0.1,
+        cfg = TrainConfig(steps=args.ddp_steps, patch=128, batch=8, val_every=10**6, val_fraction=0.1,
                           threads=2 if nproc == 1 else 1, seed=0)
         last = {}
         t0 = time.perf_counter()

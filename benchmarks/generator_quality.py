@@ -188,7 +188,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--sampler", default="dpm++")
-    ap.add_argument("--pixel-noise", default="0", help="pixel noise std, or 'auto' (the VAE card's noise_std)")
+    ap.add_argument("--pixel-noise", default="auto", help="pixel noise std, or 'auto' (the VAE card's noise_std)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "generator_quality.json")

@@ -5,7 +5,7 @@ checkpoint by unconditional validation loss; their masks are never read here, so
 benchmark on them stays clean). Wall-clock budgets per stage bound the run; the learning rates
 follow whichever runs out first, steps or time.
 
-    python benchmarks/train_generator.py --out runs/gen --vae-minutes 18 --diffusion-minutes 32
+    python benchmarks/train_generator.py --out runs/gen --vae-minutes 22 --diffusion-minutes 26
 
 Then ``python benchmarks/generator_quality.py --generator runs/gen`` and, if it is good, copy
 runs/gen (vae/, denoiser/, layout.json) to src/napari_cellgen/_data/generators/mito-gen.
@@ -39,14 +39,14 @@ def main(argv=None):
     ap.add_argument("--n-val", type=int, default=25)
     ap.add_argument("--n-train", type=int, default=None, help="only the first N slices (smoke runs)")
     ap.add_argument("--vae-steps", type=int, default=100000)
-    ap.add_argument("--vae-minutes", type=float, default=18.0)
+    ap.add_argument("--vae-minutes", type=float, default=22.0)
     ap.add_argument("--vae-batch", type=int, default=8)
     ap.add_argument("--vae-patch", type=int, default=128)
     ap.add_argument("--vae-channels", type=_ints, default=(32, 64, 128))
     ap.add_argument("--adv-weight", type=float, default=0.0)
-    ap.add_argument("--latent-variants", type=int, default=4)
+    ap.add_argument("--latent-variants", type=int, default=2)
     ap.add_argument("--diffusion-steps", type=int, default=100000)
-    ap.add_argument("--diffusion-minutes", type=float, default=32.0)
+    ap.add_argument("--diffusion-minutes", type=float, default=26.0)
     ap.add_argument("--diffusion-batch", type=int, default=8, help="batch of full 32x32-latent crops")
     ap.add_argument(
         "--small-crop-p",
@@ -54,7 +54,7 @@ def main(argv=None):
         default=0.75,
         help="fraction of steps on 16x16-latent crops with 4x the batch",
     )
-    ap.add_argument("--unet-channels", type=_ints, default=(64, 128, 192))
+    ap.add_argument("--unet-channels", type=_ints, default=(64, 128, 128))
     ap.add_argument("--layers-per-block", type=int, default=1)
     ap.add_argument("--diffusion-lr", type=float, default=5e-4)
     ap.add_argument("--val-every", type=int, default=250)

@@ -208,3 +208,15 @@ def test_tiff_source_is_opened_lazily_by_path(tmp_path):
     ref = segment(img, opt, model=(Bright(), CARD))
     assert res.n_objects == ref.n_objects > 0
     np.testing.assert_array_equal(read(tmp_path / "l.zarr"), ref.labels)
+
+
+def test_measurements_of_slabs_too_big_for_memory_are_read_lazily(tmp_path, monkeypatch):
+    from napari_cellgen.segment import blockwise
+
+    monkeypatch.setattr(blockwise, "SLAB_BYTES", 0)
+    img = blobs(seed=8)
+    opt = SegmentOptions(min_size=20, device="cpu")
+    ref = segment(img, opt, model=(Bright(), CARD))
+    res = segment_blockwise(img, tmp_path / "l.zarr", opt, model=(Bright(), CARD), block_z=5)
+    for col, values in ref.table.items():
+        np.testing.assert_allclose(res.table[col], values, rtol=1e-9, err_msg=col)

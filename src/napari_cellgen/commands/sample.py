@@ -38,9 +38,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="dpm++", choices=["dpm++", "ddim"], help="sampler (default dpm++)")
     p.add_argument(
         "--pixel-noise",
-        default="0",
-        help="white pixel noise added to the images (std in [-1, 1] units), or 'auto' for the noise the "
-        "generator's VAE measured on real data (default 0)",
+        default="auto",
+        help="white pixel noise added to the images (std in [-1, 1] units); 'auto' (default) = the noise "
+        "the generator's VAE measured on real data, 0 = none",
     )
     p.add_argument("--unconditional", action="store_true", help="without --masks: images only, no masks")
     p.add_argument("--allow-empty", action="store_true", help="accept mask slices with no mitochondria")

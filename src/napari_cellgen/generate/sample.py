@@ -137,7 +137,7 @@ def sample(
     shape: tuple[int, int] | None = None,
     batch_size: int = 4,
     pad: bool = False,
-    pixel_noise: float | None = 0.0,
+    pixel_noise: float | None = None,
 ) -> Generator[Progress, None, Samples]:
     """Generate EM images.
 

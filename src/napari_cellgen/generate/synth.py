@@ -37,6 +37,7 @@ def write_synthetic_set(
     steps: int | None = None,
     guidance: float | None = None,
     batch_size: int = 4,
+    pixel_noise: float | None = None,
 ) -> Generator[Progress, None, dict]:
     """Generate ``n`` new pairs with ``generator`` (name, folder or loaded) and write them to ``out_dir``."""
     from ..io import write_tiff
@@ -49,7 +50,17 @@ def write_synthetic_set(
     gen = generator if isinstance(generator, LatentGenerator) else load_generator(generator)
     steps = DEFAULT_STEPS if steps is None else steps
     guidance = DEFAULT_GUIDANCE if guidance is None else guidance
-    res = yield from sample(gen, None, n, steps=steps, guidance=guidance, seed=seed, pairs=True, batch_size=batch_size)
+    res = yield from sample(
+        gen,
+        None,
+        n,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+        pairs=True,
+        batch_size=batch_size,
+        pixel_noise=pixel_noise,
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_tiff(out / IMAGES, res.images)
@@ -63,6 +74,7 @@ def write_synthetic_set(
         "seed": int(seed),
         "steps": int(steps),
         "guidance": float(guidance),
+        "pixel_noise": float(gen.vae_card.get("noise_std", 0.0)) if pixel_noise is None else float(pixel_noise),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_bytes(out / META, json.dumps(meta, indent=2).encode())

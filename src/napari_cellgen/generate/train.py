@@ -56,14 +56,14 @@ class GeneratorConfig:
     adv_start: float = 0.5
     vae_minutes: float | None = None
     # latent cache
-    latent_variants: int = 4
+    latent_variants: int = 2
     # denoiser
     diffusion_steps: int = 4000
-    diffusion_batch: int = 16
+    diffusion_batch: int = 8  # of full-size crops; half-size crops get 4x
     latent_crop: int = 32  # latent side of a training crop (= tile / VAE factor)
-    small_crop_p: float = 0.0  # fraction of steps on half-side crops with 4x the batch (same cost, more samples)
+    small_crop_p: float = 0.75  # fraction of steps on half-side crops with 4x the batch (same cost, more samples)
     diffusion_lr: float = 5e-4
-    block_out_channels: tuple = (64, 128, 192)
+    block_out_channels: tuple = (64, 128, 128)
     layers_per_block: int = 1
     attention_levels: tuple = (1, 2)
     p_uncond: float = 0.15

@@ -38,6 +38,8 @@ import numpy as np
 
 from .._progress import Progress, run
 
+SLAB_BYTES = 256 * 1024**2  # measurement slabs up to this size are read into memory at once
+
 
 class BlockError(RuntimeError):
     """A block task failed; the message names the block and the cause."""
@@ -212,6 +214,7 @@ class _Offset:
         self.ndim, self.dtype = 3, np.dtype(arr.dtype)
 
     def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
         zk = key[0]
         zk = slice(zk.start + self.z0, zk.stop + self.z0) if isinstance(zk, slice) else int(zk) + self.z0
         return np.asarray(self.arr[(zk, *key[1:])])
@@ -227,6 +230,10 @@ def _measure_slab(labels_path: str, src: Source | None, z0: int, z1: int, ids: n
     arr = zarr.open_array(labels_path, mode="r")
     labels = _Keep(arr, z0, z1, np.asarray(ids), n_objects)
     intensity = None if src is None else _Offset(src.open(), z0, z1)
+    if 5 * int(np.prod(labels.shape)) <= SLAB_BYTES:
+        # read (and decompress) the slab once; measure_iter then reads every slice and crop from RAM
+        labels = labels[:]
+        intensity = None if intensity is None else intensity[0 : labels.shape[0]]
     cols = run(measure_iter(labels, intensity))
     for c in ("z_start", "z_end", "bbox_z0", "bbox_z1"):
         cols[c] = cols[c] + z0
