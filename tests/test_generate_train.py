@@ -174,3 +174,28 @@ def test_latent_and_mask_crops_stay_aligned_under_every_variant():
                 lat, m = b.item(z, v, y, x, True, 4)
                 expect = F.avg_pool2d(torch.from_numpy(np.ascontiguousarray(m)).float()[None], f).numpy()
                 assert np.allclose(lat, expect)
+
+
+def test_fresh_denoiser_keeps_only_the_vae(tmp_path, monkeypatch):
+    """--fresh-denoiser: the init's denoiser (which saw other masks) is not the starting point."""
+    import napari_cellgen.generate.train as gt
+
+    images, masks = disks()
+    run(train_generator(images, masks, tmp_path / "base", tiny_config(), val_slices=[4]))
+    starts = []
+    original = gt.train_denoiser
+
+    def spy(*args, **kw):
+        starts.append(args[7])  # the denoiser to continue from (None = a new one)
+        return original(*args, **kw)
+
+    monkeypatch.setattr(gt, "train_denoiser", spy)
+    for fresh in (False, True):
+        res = run(
+            train_generator(images, masks, tmp_path / f"ft{fresh}", tiny_config(vae_steps=0), slices=[1],
+                            val_slices=[4], init=tmp_path / "base", fresh_denoiser=fresh)
+        )
+        assert res["denoiser"]["training"]["init_parts"] == ("vae" if fresh else "vae+denoiser")
+        vae = (tmp_path / f"ft{fresh}" / "vae" / "model.safetensors").read_bytes()
+        assert vae == (tmp_path / "base" / "vae" / "model.safetensors").read_bytes()
+    assert starts[0] is not None and starts[1] is None

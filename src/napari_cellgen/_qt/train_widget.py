@@ -1,7 +1,8 @@
-"""The "Train" dock widget: train or fine-tune on image + labels layers in a thread worker.
+"""The "Train" dock widget: train or fine-tune a segmenter, or train a generator, in a thread worker.
 
-All the work is :func:`napari_cellgen.train.loop.train_model`; this file only turns
-widget values into its arguments and its progress into a bar, a label and a plot.
+All the work is :func:`napari_cellgen.train.loop.train_model` (segmenter) or
+:func:`napari_cellgen.generate.train.train_generator_job` (generator); this file only turns
+widget values into their arguments and their progress into a bar, a label and a plot.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import napari
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FloatSpinBox,
@@ -80,12 +82,22 @@ class TrainWidget(Container):
         self._history: dict[str, list] = {"step": [], "loss": [], "vstep": [], "iou": []}
         self._t0, self._last_draw = (0.0, 0), 0.0
         img_t, lab_t = napari.layers.Image, napari.layers.Labels
+        self.target = ComboBox(label="train", choices=["segmenter", "generator"], value="segmenter",
+                               tooltip="segmenter: the U-Net; generator: the VAE + mask-conditioned "
+                                       "diffusion model of the Generate dock (first image layer and its labels)")
         self.images = Select(label="image layer(s)", choices=self._layer_choices(img_t))
         self.labels = Select(label="labels layer(s)", choices=self._layer_choices(lab_t),
                              tooltip="your masks/corrections, one per image layer, same shape")
         self.slices = LineEdit(label="slices", value="",
                                tooltip="e.g. 0-9,40; empty = the slices you painted, else all labelled")
         self.base = ComboBox(label="start from", choices=self._base_choices)
+        self.gen_base = ComboBox(label="start from", choices=self._gen_base_choices, visible=False,
+                                 tooltip="scratch, or a generator whose VAE (and denoiser) to continue from")
+        self.keep_vae = CheckBox(text="keep its VAE (train the denoiser only)", value=True, visible=False)
+        self.fresh_denoiser = CheckBox(
+            text="new denoiser (it must not reuse masks you did not select)", value=False, visible=False)
+        self.vae_steps = SpinBox(label="VAE steps", min=1, max=1_000_000, value=3000, visible=False)
+        self.diffusion_steps = SpinBox(label="denoiser steps", min=1, max=1_000_000, value=4000, visible=False)
         self.steps = SpinBox(label="steps", min=1, max=100000, value=300)
         self.patch = SpinBox(label="patch (px)", min=32, max=2048, step=32, value=256)
         self.batch = SpinBox(label="batch", min=1, max=128, value=8)
@@ -102,7 +114,9 @@ class TrainWidget(Container):
         self.stop_btn = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = Label(value="")
-        self.extend([self.images, self.labels, self.slices, self.base, self.steps, self.patch, self.batch,
+        self.extend([self.target, self.images, self.labels, self.slices, self.base, self.gen_base, self.keep_vae,
+                     self.fresh_denoiser, self.vae_steps, self.diffusion_steps,
+                     self.steps, self.patch, self.batch,
                      self.lr, self.val_fraction, self.name, self.pool_info, self.synthetic_ratio,
                      self.finetune_btn, self.start_btn, self.stop_btn,
                      self.progress, self.status])
@@ -113,6 +127,9 @@ class TrainWidget(Container):
         self.start_btn.changed.connect(self.start)
         self.stop_btn.changed.connect(self.stop)
         self.base.value = self._default_base()
+        self.target.changed.connect(self._target_changed)
+        self.gen_base.changed.connect(self._target_changed)
+        self.keep_vae.changed.connect(self._target_changed)
         from ..train.pool import POOL
 
         POOL.connect(self._pool_changed)
@@ -123,6 +140,29 @@ class TrainWidget(Container):
         viewer.layers.events.inserted.connect(lambda e: self._watch(e.value))
         for layer in viewer.layers:
             self._watch(layer)
+
+    # the widgets that belong to each kind of training
+    _SEG_ONLY = ("base", "steps", "patch", "batch", "lr", "val_fraction", "pool_info", "synthetic_ratio",
+                 "finetune_btn")
+    _GEN_ONLY = ("gen_base", "vae_steps", "diffusion_steps")
+
+    def _target_changed(self, *_):
+        gen = self.target.value == "generator"
+        for name in self._SEG_ONLY:
+            getattr(self, name).visible = not gen
+        for name in self._GEN_ONLY:
+            getattr(self, name).visible = gen
+        from_gen = gen and self.gen_base.value not in (None, "scratch")
+        self.keep_vae.visible = from_gen
+        self.fresh_denoiser.visible = from_gen
+        self.vae_steps.visible = gen and not (from_gen and self.keep_vae.value)
+        self._iou_line.axes.set_visible(not gen)
+        self._ax.set_ylabel("VAE / denoiser loss" if gen else "training loss", color="tab:blue")
+
+    def _gen_base_choices(self, _w=None):
+        from ..generate.store import list_generators
+
+        return ["scratch", *list_generators()]
 
     def _pool_changed(self):
         from ..train.pool import POOL
@@ -251,21 +291,71 @@ class TrainWidget(Container):
                           notes={"base_model": info["name"], "layers": [lyr.name for lyr in labels]})
         return pairs, default_run_dir(name), cfg
 
+    def _gen_job_args(self):
+        """(function, args, kwargs, total steps) of a generator training from the widget's values."""
+        from ..generate.train import GeneratorConfig, train_generator_job
+        from ..train.data import DataError, check_pair, parse_slices
+        from ..train.loop import default_run_dir
+
+        images, labels = list(self.images.value), list(self.labels.value)
+        if not images:
+            raise DataError("choose the image layer to learn from (and its labels layer for masks)")
+        if len(images) > 1 or len(labels) > 1:
+            raise DataError("a generator learns from one image layer (and its labels): select one of each")
+        img, lab = images[0], (labels[0] if labels else None)
+        if getattr(img, "rgb", False):
+            raise DataError(f"{img.name!r} is an RGB image: convert it to grayscale first")
+        data = layer_array(img)
+        mask = None
+        if lab is not None:
+            mask = layer_array(lab)
+            check_pair(data, mask, f"{img.name!r} / {lab.name!r}")
+        n = data.shape[0] if data.ndim == 3 else 1
+        text = self.slices.value.strip()
+        if text:
+            slices = parse_slices(text, n)
+        elif lab is not None:
+            edited = (lab.metadata or {}).get("cellgen_edited_slices") or []
+            slices = sorted(edited) or None  # painted slices, else every labelled one
+        else:
+            slices = []  # no masks: an unconditional generator
+        init = self.gen_base.value
+        init = None if init in (None, "scratch") else init
+        keep_vae = init is not None and bool(self.keep_vae.value)
+        name = self.name.value.strip() or (f"gen-{_stamp()}" if init is None else f"{Path(init).name}-ft-{_stamp()}")
+        cfg = GeneratorConfig(vae_steps=0 if keep_vae else int(self.vae_steps.value),
+                              diffusion_steps=int(self.diffusion_steps.value), name=name,
+                              val_every=max(1, min(250, int(self.diffusion_steps.value) // 10)),
+                              notes={"layers": [img.name] + ([lab.name] if lab else [])})
+        fresh = bool(self.fresh_denoiser.value) and init is not None
+        kwargs = {"slices": slices, "init": init, "fresh_denoiser": fresh, "register_as": name}
+        if n < 4:
+            kwargs["val_slices"] = []
+        total = cfg.vae_steps + cfg.diffusion_steps
+        return train_generator_job, (data, mask, default_run_dir(name), cfg), kwargs, total
+
     def start(self):
         if self._worker is not None:
             return
         try:
-            pairs, out_dir, cfg = self._job_args()
+            if self.target.value == "generator":
+                func, args, kwargs, total = self._gen_job_args()
+            else:
+                pairs, out_dir, cfg = self._job_args()
+                from ..train.loop import train_model
+
+                func, args, total = train_model, (pairs, out_dir, cfg), cfg.steps
+                kwargs = {"register_as": cfg.name, "synthetic": self._synthetic()}
         except ValueError as exc:
             show_error(f"Cannot train: {exc}")
             return
-        from ..train.loop import train_model
 
         self._history = {k: [] for k in self._history}
-        self.progress.max, self.progress.value = cfg.steps, 0
+        self._gen_offset = {}
+        self.progress.max, self.progress.value = total, 0
         self.status.value = "preparing data..."
         self._worker = create_worker(
-            train_model, pairs, out_dir, cfg, register_as=cfg.name, synthetic=self._synthetic(),
+            func, *args, **kwargs,
             _worker_class=_TrainWorker,
             _start_thread=False,
             _connect={"yielded": self._yielded, "returned": self._returned, "errored": self._errored,
@@ -281,6 +371,8 @@ class TrainWidget(Container):
 
     @_if_alive
     def _yielded(self, p):
+        if p.stage in ("vae", "diffusion", "encode", "prepare"):
+            return self._gen_yielded(p)
         info = p.info or {}
         if p.stage != "train":
             return
@@ -302,9 +394,37 @@ class TrainWidget(Container):
         if time.perf_counter() - self._last_draw > REDRAW_S:
             self._draw()
 
+    def _gen_yielded(self, p):
+        """Progress of a generator training: VAE steps, then latent encoding, then denoiser steps."""
+        info = p.info or {}
+        if p.stage in ("prepare", "encode"):
+            what = "preparing data" if p.stage == "prepare" else "encoding latents"
+            self.status.value = f"{what}... {p.done}/{p.total}"
+            return
+        if p.stage not in self._gen_offset:  # a new stage: its steps continue the x axis
+            self._gen_offset[p.stage] = (self._history["step"][-1] if self._history["step"] else 0, time.perf_counter(),
+                                         p.done)
+        offset, t_first, s_first = self._gen_offset[p.stage]
+        vae_total = 0 if "vae" not in self._gen_offset else int(self.vae_steps.value)
+        self.progress.max = max(self.progress.max, vae_total + p.total)
+        self.progress.value = min(self.progress.max, (vae_total if p.stage == "diffusion" else 0) + p.done)
+        h = self._history
+        h["step"].append(offset + p.done - s_first + 1)
+        h["loss"].append(info.get("loss", float("nan")))
+        eta = (time.perf_counter() - t_first) / max(1, p.done - s_first) * (p.total - p.done)
+        stage = "VAE" if p.stage == "vae" else "denoiser"
+        val = info.get("val_loss_cond", info.get("val_loss_uncond"))
+        val_txt = f" · val {val:.3f}" if isinstance(val, float) else ""
+        self.status.value = (f"{stage} step {p.done}/{p.total} · loss {h['loss'][-1]:.3f}{val_txt} · "
+                             f"stage ETA {eta // 60:.0f}:{eta % 60:02.0f}")
+        if time.perf_counter() - self._last_draw > REDRAW_S:
+            self._draw()
+
     @_if_alive
     def _returned(self, result):
         self._draw()
+        if "complete" in result:  # a generator training
+            return self._gen_returned(result)
         card = result.get("card") or {}
         iou = (card.get("metrics") or {}).get("val_iou")
         reg = result.get("registered")
@@ -321,6 +441,21 @@ class TrainWidget(Container):
         self.base.reset_choices()
         show_info(f"Training {what}: model {reg.name!r}{iou_txt} is ready in the Segment widget.")
 
+    def _gen_returned(self, result):
+        what = "stopped early" if result.get("stopped") else "finished"
+        reg = result.get("registered")
+        if reg is None:
+            self.status.value = f"{what} in the {result.get('stage')} stage: no usable generator yet"
+            show_info(f"Generator training {what} before the denoiser had a checkpoint: nothing registered "
+                      f"(partial files in {result.get('path')}).")
+            return
+        self.status.value = f"{what}: generator {reg.name!r} (denoiser step {result.get('step')})"
+        for w in list(getattr(self._viewer.window, "dock_widgets", {}).values()):
+            if hasattr(w, "reset_choices"):
+                w.reset_choices()  # the Generate widget now lists the new generator
+        self.gen_base.reset_choices()
+        show_info(f"Generator training {what}: {reg.name!r} is ready in the Generate widget.")
+
     @_if_alive
     def _errored(self, exc):
         self.status.value = f"failed: {exc}"
@@ -335,7 +470,8 @@ class TrainWidget(Container):
         self._set_running(False)
 
     def _set_running(self, running: bool):
-        for w in (self.start_btn, self.finetune_btn, self.images, self.labels, self.base, self.steps):
+        for w in (self.start_btn, self.finetune_btn, self.images, self.labels, self.base, self.steps, self.target,
+                  self.gen_base, self.vae_steps, self.diffusion_steps):
             w.enabled = not running
         self.stop_btn.enabled = running
 

@@ -6,7 +6,9 @@
 Only the masks of --slices are ever read (default: every non-validation slice with any
 annotation); the images of all non-validation slices train the VAE and the denoiser. With
 ``--init GEN_DIR --vae-steps 0`` an existing generator's VAE is kept and its denoiser fine-tuned:
-the cheap way to build a generator for a few annotated slices.
+the cheap way to build a generator for a few annotated slices. Add ``--fresh-denoiser`` to take
+only the VAE (its training never reads masks) and train a new denoiser: needed when the init
+generator's denoiser learnt from masks that the few-slice generator must not see.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="use the validation slices' masks to pick checkpoints (auto: only without --slices)",
     )
     p.add_argument("--init", default=None, metavar="GEN_DIR", help="start from this generator")
+    p.add_argument(
+        "--fresh-denoiser",
+        action="store_true",
+        help="with --init: keep only its VAE and train a new denoiser (the init denoiser saw other masks)",
+    )
     p.add_argument("--vae-steps", type=int, default=d.vae_steps)
     p.add_argument("--diffusion-steps", type=int, default=d.diffusion_steps)
     p.add_argument("--vae-minutes", type=float, default=None, help="time budget for the VAE (stops early)")
@@ -106,6 +113,8 @@ def build_config(args):
     factor = 2 ** len(args.vae_channels)
     if args.tile < factor or args.tile % (factor * 4):
         raise ValueError(f"--tile must be a multiple of {factor * 4} (the VAE factor {factor} x 4)")
+    if args.fresh_denoiser and not args.init:
+        raise ValueError("--fresh-denoiser needs --init GEN_DIR (a generator whose VAE to keep)")
     if args.vae_steps == 0 and not args.init:
         raise ValueError("--vae-steps 0 needs --init GEN_DIR (a generator whose VAE to keep)")
     return GeneratorConfig(
@@ -181,6 +190,7 @@ def run(args) -> int:
             val_slices=val,
             val_masks=val_masks,
             init=args.init,
+            fresh_denoiser=args.fresh_denoiser,
         ),
         report,
     )

@@ -575,6 +575,7 @@ def train_generator(
     image_slices: Sequence[int] | None = None,
     val_masks: bool | None = None,
     init=None,
+    fresh_denoiser: bool = False,
     device: str = "cpu",
 ) -> Generator[Progress, None, dict]:
     """Train a generator folder ``out_dir`` from ``images`` (Z, Y, X) and ``masks``.
@@ -586,6 +587,8 @@ def train_generator(
     val_masks : read the masks of ``val_slices`` for the conditional validation loss (default: only
         when ``slices`` is None, i.e. the whole volume counts as annotated).
     init : a generator (folder/name) to start from; with ``cfg.vae_steps == 0`` its VAE is kept.
+    fresh_denoiser : take only the VAE from ``init`` and train a new denoiser. Use it when
+        ``init``'s denoiser learnt from masks this run must not see (an honest low-label generator).
     Returns ``{"vae": card, "denoiser": card, "layout": dict, "path": str}``.
     """
     import torch
@@ -710,7 +713,7 @@ def train_generator(
     )
     save_model(out_dir / "vae", vae, vcard)
 
-    den = copy.deepcopy(init_gen.denoiser) if init_gen is not None else None
+    den = copy.deepcopy(init_gen.denoiser) if init_gen is not None and not fresh_denoiser else None
     extra = {
         "training": {
             "mask_slices": allowed,
@@ -720,6 +723,7 @@ def train_generator(
             "latent_variants": variants,
             "config": {k: v for k, v in asdict(cfg).items() if k != "notes"},
             **({"init": str(init_gen.path)} if init_gen is not None else {}),
+            **({"init_parts": "vae" if fresh_denoiser else "vae+denoiser"} if init_gen is not None else {}),
             **cfg.notes,
         }
     }
@@ -736,3 +740,51 @@ def _read_training(folder: Path) -> dict:
         return json.loads((folder / "card.json").read_text()).get("training", {})
     except (OSError, ValueError):
         return {}
+
+
+def train_generator_job(
+    images,
+    masks,
+    out_dir: str | Path,
+    cfg: GeneratorConfig | None = None,
+    *,
+    register_as: str | None = None,
+    stop=None,
+    **kwargs,
+) -> Generator[Progress, None, dict]:
+    """:func:`train_generator` with a polite stop and registration (the Train dock's job).
+
+    ``stop`` is a callable checked before each step; when it returns True the training generator
+    is closed in the calling thread (the VAE and the best denoiser so far stay written) and the
+    job returns with ``stopped=True``. A complete result is copied into the user generators folder
+    as ``register_as``. Other keyword arguments go to :func:`train_generator`.
+
+    Returns ``{"path", "registered", "stopped", "stage", "step", "complete"}``.
+    """
+    from .store import is_generator, load_generator, register_generator
+
+    out_dir = Path(out_dir)
+    gen = train_generator(images, masks, out_dir, cfg, **kwargs)
+    stopped, stage, step = False, "prepare", 0
+    try:
+        while True:
+            if stop is not None and stop():
+                stopped = True
+                break
+            try:
+                p = next(gen)
+            except StopIteration:
+                break
+            stage, step = p.stage, p.done
+            yield p
+    finally:
+        gen.close()  # writes the last VAE / best denoiser of a stopped run
+    complete = is_generator(out_dir)
+    if complete:
+        try:
+            load_generator(out_dir)  # e.g. stopped in the VAE stage: no latent statistics yet
+        except ValueError:
+            complete = False
+    registered = register_generator(out_dir, register_as) if (register_as and complete) else None
+    return {"path": out_dir, "registered": registered, "stopped": stopped, "stage": stage, "step": step,
+            "complete": complete}
