@@ -28,6 +28,30 @@ def run(gen: Generator[Progress, None, T], callback: Callable[[Progress], Any] |
             callback(p)
 
 
+def stoppable(gen: Generator[Progress, None, T], stop: Callable[[], bool] | None = None):
+    """Yield ``gen``'s progress until it ends or ``stop()`` is true (checked before each step).
+
+    ``gen`` is closed in the calling thread either way, so its ``finally`` blocks (e.g. writing
+    the best checkpoint) run there. Returns ``(stopped, result, last_progress)``; ``result`` is
+    None when stopped.
+    """
+    stopped, result, last = False, None, None
+    try:
+        while True:
+            if stop is not None and stop():
+                stopped = True
+                break
+            try:
+                last = next(gen)
+            except StopIteration as done:
+                result = done.value
+                break
+            yield last
+    finally:
+        gen.close()
+    return stopped, result, last
+
+
 def tqdm_callback(desc: str = ""):
     """A callback that draws a tqdm bar on stderr, one bar per stage."""
     from tqdm import tqdm

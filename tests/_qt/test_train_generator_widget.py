@@ -38,15 +38,6 @@ def tiny_gen_config(monkeypatch):
     torch.set_num_threads(threads)
 
 
-@pytest.fixture
-def notes():
-    from napari.utils.notifications import notification_manager
-
-    got = []
-    notification_manager.notification_ready.connect(got.append)
-    yield got
-    notification_manager.notification_ready.disconnect(got.append)
-
 
 def _setup(make_napari_viewer, with_labels=True):
     from napari_cellgen._qt.generate_widget import GenerateWidget

@@ -41,15 +41,6 @@ def tiny_base(tmp_path, monkeypatch):
     torch.set_num_threads(threads)
 
 
-@pytest.fixture
-def notes(monkeypatch):
-    from napari.utils.notifications import notification_manager
-
-    got = []
-    notification_manager.notification_ready.connect(got.append)
-    yield got
-    notification_manager.notification_ready.disconnect(got.append)
-
 
 def _setup(make_napari_viewer, labels=None):
     from napari_cellgen._qt.segment_widget import SegmentWidget

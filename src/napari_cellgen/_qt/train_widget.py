@@ -435,11 +435,14 @@ class TrainWidget(Container):
         what = "stopped early" if result.get("stopped") else "finished"
         iou_txt = f", validation IoU {iou:.3f}" if isinstance(iou, float) and iou == iou else ""
         self.status.value = f"{what} at step {result.get('step')}: model {reg.name!r}{iou_txt}"
-        for w in list(getattr(self._viewer.window, "dock_widgets", {}).values()):
-            if hasattr(w, "reset_choices"):
-                w.reset_choices()  # the Segment widget now lists the new model
+        self._refresh_docks()  # the Segment widget now lists the new model
         self.base.reset_choices()
         show_info(f"Training {what}: model {reg.name!r}{iou_txt} is ready in the Segment widget.")
+
+    def _refresh_docks(self):
+        for w in list(getattr(self._viewer.window, "dock_widgets", {}).values()):
+            if hasattr(w, "reset_choices"):
+                w.reset_choices()
 
     def _gen_returned(self, result):
         what = "stopped early" if result.get("stopped") else "finished"
@@ -450,9 +453,7 @@ class TrainWidget(Container):
                       f"(partial files in {result.get('path')}).")
             return
         self.status.value = f"{what}: generator {reg.name!r} (denoiser step {result.get('step')})"
-        for w in list(getattr(self._viewer.window, "dock_widgets", {}).values()):
-            if hasattr(w, "reset_choices"):
-                w.reset_choices()  # the Generate widget now lists the new generator
+        self._refresh_docks()  # the Generate widget now lists the new generator
         self.gen_base.reset_choices()
         show_info(f"Generator training {what}: {reg.name!r} is ready in the Generate widget.")
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._progress import Progress
+from .._progress import Progress, stoppable
 from ..segment.preprocess import normalize, resize, scaled_shape
 from .schedule import DEFAULT_SCHEDULE
 
@@ -765,20 +765,9 @@ def train_generator_job(
 
     out_dir = Path(out_dir)
     gen = train_generator(images, masks, out_dir, cfg, **kwargs)
-    stopped, stage, step = False, "prepare", 0
-    try:
-        while True:
-            if stop is not None and stop():
-                stopped = True
-                break
-            try:
-                p = next(gen)
-            except StopIteration:
-                break
-            stage, step = p.stage, p.done
-            yield p
-    finally:
-        gen.close()  # writes the last VAE / best denoiser of a stopped run
+    # closing a stopped run writes its last VAE / best denoiser
+    stopped, _, last = yield from stoppable(gen, stop)
+    stage, step = (last.stage, last.done) if last is not None else ("prepare", 0)
     complete = is_generator(out_dir)
     if complete:
         try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._progress import Progress
+from .._progress import Progress, stoppable
 from .data import DataError, PatchSampler, Region, annotated_slices, build_regions, check_pair, split_rows
 
 
@@ -368,21 +368,9 @@ def train_model(
     out_dir = Path(out_dir)
     gen = train_segmenter(pairs, out_dir, cfg, val_pairs=val_pairs, resume=resume, device=device,
                           synthetic=synthetic)
-    stopped, step, card = False, 0, None
-    try:
-        while True:
-            if stop is not None and stop():
-                stopped = True
-                break
-            try:
-                p = next(gen)
-            except StopIteration as done:
-                card = done.value
-                break
-            step = p.done
-            yield p
-    finally:
-        gen.close()  # on stop: evaluates and writes the best checkpoint if none was written
+    # on stop, closing the generator evaluates and writes the best checkpoint if none was written
+    stopped, card, last = yield from stoppable(gen, stop)
+    step = last.done if last is not None else 0
     written = (out_dir / "model.safetensors").is_file() and (out_dir / "card.json").is_file()
     if card is None and written:
         card = read_card(out_dir)
