@@ -153,6 +153,9 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=400, help="segmenter optimizer steps, every condition")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--patch", type=int, default=256, help="patch side in input pixels")
+    ap.add_argument("--context", type=int, default=1,
+                    help="neighbour slices per side as input channels (0 = a 2D U-Net; synthetic pairs have "
+                         "no neighbours, so with context their slice stands in for its neighbours)")
     ap.add_argument("--ratio", type=float, default=0.5, help="synthetic share of a batch in (b) and (e)")
     ap.add_argument("--gen-minutes", type=float, default=20.0, help="denoiser budget of the k-slice generator")
     ap.add_argument("--base-generator", default="mito-gen", help="whose VAE the k-slice generator keeps")
@@ -177,7 +180,7 @@ def main(argv=None):
         protocol={
             "validation_slices": f"{VAL[0]}-{VAL[1] - 1}",
             "segmenter": {"init": "scratch", "steps": args.steps, "batch": args.batch, "patch": args.patch,
-                          "architecture": "U-Net base 16, depth 4, scale 0.5, context 1 (cellgen train defaults)"},
+                          "architecture": f"U-Net base 16, depth 4, scale 0.5, context {args.context}"},
             "synthetic_ratio": args.ratio,
             "n_synth": args.n_synth,
             "generator_minutes": args.gen_minutes,
@@ -229,7 +232,8 @@ def main(argv=None):
                 "--seed", 0, "--threads", args.threads, "--quiet", log=log)
 
     common = ["--images", images, "--masks", masks, "--init", "scratch", "--steps", args.steps,
-              "--batch", args.batch, "--patch", args.patch, "--val-fraction", 0, "--no-register",
+              "--batch", args.batch, "--patch", args.patch, "--context", args.context, "--val-fraction", 0,
+              "--no-register",
               "--threads", args.threads, "--quiet"]
     for seed in args.seeds:
         for k in args.k:
