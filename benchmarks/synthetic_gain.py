@@ -144,6 +144,24 @@ def plot(summary: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def markdown(res: dict) -> str:
+    """The summary of a results file as a markdown table."""
+    seg = res["protocol"]["segmenter"]
+    rows = [f"Segmenter: {seg['architecture']}, {seg['steps']} steps × batch {seg['batch']}, patch {seg['patch']} px; "
+            f"synthetic share {res['protocol']['synthetic_ratio']}, {res['protocol']['n_synth']} pairs per generator.",
+            "", "| condition | k | IoU mean ± std | seeds | per seed |", "| --- | --- | --- | --- | --- |"]
+    for key in sorted(res["summary"], key=lambda s: (s[0] != "k", s)):
+        v = res["summary"][key]
+        rows.append(f"| ({v['condition']}) {v['name']} | {v['k'] or 'all'} | **{v['mean']:.3f} ± {v['std']:.3f}** | "
+                    f"{v['n']} | {', '.join(f'{x:.3f}' for x in v['iou'])} |")
+    rows.append("")
+    for name, t in res.get("targets", {}).items():
+        vals = ", ".join(f"{k} {v:+.3f}" if k in ("gain", "diff") else f"{k} {v:.3f}"
+                         for k, v in t.items() if k != "met")
+        rows.append(f"* {name}: {vals} → {'met' if t['met'] else 'not met'}")
+    return "\n".join(rows)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA)
@@ -163,7 +181,11 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--work", type=Path, default=HERE.parent / "runs" / "synthetic_gain")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "synthetic_gain.json")
+    ap.add_argument("--markdown", action="store_true", help="print the results in --out as markdown; run nothing")
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(args.out.read_text())))
+        return
 
     import tifffile
 
@@ -241,7 +263,7 @@ def main(argv=None):
                 kk = k if cond in "abc" else 0
                 if (kk, cond, seed) in done or (cond in "de" and k != args.k[0]):
                     continue
-                out = work / "models" / (f"k{kk}_" if kk else "") + f"{cond}_s{seed}"
+                out = work / "models" / ((f"k{kk}_" if kk else "") + f"{cond}_s{seed}")
                 extra = ["--slices", ",".join(map(str, spread(k))) if cond in "abc" else f"0-{VAL[0] - 1}"]
                 if cond in "bc":
                     extra += ["--synthetic", synth[k], "--synthetic-ratio", args.ratio if cond == "b" else 1.0]
