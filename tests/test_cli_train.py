@@ -10,6 +10,8 @@ import pytest
 pytest.importorskip("torch")
 tifffile = pytest.importorskip("tifffile")
 
+from _train_helpers import blob_stack  # noqa: E402
+
 from napari_cellgen.cli import main  # noqa: E402
 from napari_cellgen.models.store import list_models, load_model  # noqa: E402
 
@@ -17,25 +19,12 @@ TINY = ["--init", "scratch", "--base", "4", "--depth", "2", "--scale", "1", "--c
         "--patch", "32", "--batch", "2", "--threads", "1", "--quiet"]
 
 
-def _stack(n=4, size=64, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    img = np.empty((n, size, size), np.uint8)
-    mask = np.zeros((n, size, size), np.uint8)
-    for z in range(n):
-        m = np.zeros((size, size), bool)
-        for _ in range(3):
-            cy, cx = rng.integers(10, size - 10, 2)
-            m |= (yy - cy) ** 2 + (xx - cx) ** 2 <= 49
-        mask[z] = m * 255
-        img[z] = np.clip(180 - 100 * m + rng.normal(0, 10, m.shape), 0, 255).astype(np.uint8)
-    return img, mask
 
 
 @pytest.fixture
 def files(tmp_path, monkeypatch):
     monkeypatch.setenv("CELLGEN_USER_DIR", str(tmp_path / "user"))
-    img, mask = _stack()
+    img, mask = blob_stack()
     tifffile.imwrite(tmp_path / "img.tif", img, photometric="minisblack")
     tifffile.imwrite(tmp_path / "mask.tif", mask, photometric="minisblack")
     return tmp_path
@@ -100,7 +89,7 @@ def test_patch_is_converted_to_model_pixels(files):
     ],
 )
 def test_bad_input_exits_2_with_one_line(files, capsys, change, expected):
-    img, mask = _stack()
+    img, mask = blob_stack()
     tifffile.imwrite(files / "short.tif", mask[:, :32], photometric="minisblack")
     tifffile.imwrite(files / "empty.tif", np.zeros_like(mask), photometric="minisblack")
     tifffile.imwrite(files / "probs.tif", (mask / 300).astype(np.float32), photometric="minisblack")
@@ -116,7 +105,7 @@ def test_bad_input_exits_2_with_one_line(files, capsys, change, expected):
 
 
 def test_synthetic_set_is_mixed_in(files, capsys):
-    img, mask = _stack(n=3, seed=7)
+    img, mask = blob_stack(n=3, seed=7)
     syn = files / "synth"
     syn.mkdir()
     tifffile.imwrite(syn / "images.tif", img, photometric="minisblack")

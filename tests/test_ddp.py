@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 tifffile = pytest.importorskip("tifffile")
 import torch.distributed as dist  # noqa: E402
+from _train_helpers import blob_stack  # noqa: E402
 
 from napari_cellgen._progress import run  # noqa: E402
 from napari_cellgen.cli import main  # noqa: E402
@@ -18,27 +18,19 @@ from napari_cellgen.models.unet import UNet  # noqa: E402
 from napari_cellgen.train import ddp  # noqa: E402
 from napari_cellgen.train.loop import TrainConfig  # noqa: E402
 
+
+def _ddp_stack(n=4, seed=0):
+    return blob_stack(n, size=48, seed=seed, radius=6, margin=8)
+
+
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
 
 
-def _stack(n=4, size=48, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    img = np.empty((n, size, size), np.uint8)
-    mask = np.zeros((n, size, size), np.uint8)
-    for z in range(n):
-        m = np.zeros((size, size), bool)
-        for _ in range(3):
-            cy, cx = rng.integers(8, size - 8, 2)
-            m |= (yy - cy) ** 2 + (xx - cx) ** 2 <= 36
-        mask[z] = m * 255
-        img[z] = np.clip(180 - 100 * m + rng.normal(0, 10, m.shape), 0, 255).astype(np.uint8)
-    return img, mask
 
 
 def test_cli_two_gloo_processes_keep_replicas_identical(tmp_path, capsys):
-    img, mask = _stack()
+    img, mask = _ddp_stack()
     tifffile.imwrite(tmp_path / "img.tif", img, photometric="minisblack")
     tifffile.imwrite(tmp_path / "mask.tif", mask, photometric="minisblack")
     out = tmp_path / "ddp-model"
@@ -68,7 +60,7 @@ def test_torchrun_style_rank_runs_in_this_process(tmp_path, monkeypatch):
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(ddp._free_port()))
     assert ddp.launched_by_torchrun()
-    img, mask = _stack(n=3)
+    img, mask = _ddp_stack(n=3)
     cfg = TrainConfig(steps=2, scale=1.0, context=0, base=4, depth=2, patch=32, batch=2, val_every=2,
                       tile=64, overlap=16, elastic_p=0.0, threads=1)
     threads = torch.get_num_threads()

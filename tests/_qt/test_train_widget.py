@@ -7,25 +7,20 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _train_helpers import blob_stack  # noqa: E402
+
 from napari_cellgen._progress import run  # noqa: E402
 from napari_cellgen.train.loop import TrainConfig, train_model  # noqa: E402
 
 TIMEOUT = 60000
 
 
-def _stack(n=3, size=64, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    img = np.empty((n, size, size), np.uint8)
-    mask = np.zeros((n, size, size), np.uint8)
-    for z in range(n):
-        m = np.zeros((size, size), bool)
-        for _ in range(3):
-            cy, cx = rng.integers(10, size - 10, 2)
-            m |= (yy - cy) ** 2 + (xx - cx) ** 2 <= 49
-        mask[z] = m
-        img[z] = np.clip(180 - 100 * m + rng.normal(0, 10, m.shape), 0, 255).astype(np.uint8)
-    return img, mask
+def _stack(n=3, seed=0):
+    return blob_stack(n, seed=seed, fg=1)
 
 
 @pytest.fixture
