@@ -152,7 +152,8 @@ def markdown(res: dict) -> str:
             "", "| condition | k | IoU mean ± std | seeds | per seed |", "| --- | --- | --- | --- | --- |"]
     for key in sorted(res["summary"], key=lambda s: (s[0] != "k", s)):
         v = res["summary"][key]
-        rows.append(f"| ({v['condition']}) {v['name']} | {v['k'] or 'all'} | **{v['mean']:.3f} ± {v['std']:.3f}** | "
+        spread = f" ± {v['std']:.3f}" if v["n"] > 1 else ""
+        rows.append(f"| ({v['condition']}) {v['name']} | {v['k'] or 'all'} | **{v['mean']:.3f}{spread}** | "
                     f"{v['n']} | {', '.join(f'{x:.3f}' for x in v['iou'])} |")
     rows.append("")
     for name, t in res.get("targets", {}).items():
