@@ -114,3 +114,75 @@ def test_cancel_stops_work(make_napari_viewer, qtbot, tiny_model, monkeypatch):
     qtbot.wait(300)
     assert len(calls) == n < 50 * 4  # stopped long before all tiles were done
     assert "big mitochondria" not in viewer.layers
+
+
+def test_segment_widget_on_a_dask_cluster(make_napari_viewer, qtbot, tiny_model, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("zarr")
+    from pathlib import Path
+
+    from napari.utils.notifications import notification_manager
+
+    from napari_cellgen._qt.segment_widget import SegmentWidget
+    from napari_cellgen.segment import cluster, pipeline
+
+    def fake_forward(model, device="cpu"):
+        return lambda batch: (batch[:, 0] > 0.5).astype(np.float32)
+
+    monkeypatch.setattr("napari_cellgen.segment.predict.make_forward", fake_forward)
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", 2.0)
+    pipeline._MODEL_CACHE.clear()
+    notes = []
+    notification_manager.notification_ready.connect(notes.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(_image(), name="em")
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.reset_choices()
+    w.model.value, w.min_size.value = "tiny", 10
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as lc:
+        w.scheduler.value = lc.scheduler_address
+        w.start()
+        qtbot.waitUntil(lambda: "em mitochondria" in viewer.layers, timeout=60000)
+    layer = viewer.layers["em mitochondria"]
+    assert layer.data.shape == (3, 40, 48) and layer.data.max() == 1
+    assert layer.features["volume_px"][0] == 3 * 12 * 20  # measured blockwise, as in memory
+    assert Path(layer.metadata["cellgen_labels_zarr"]).is_dir()
+    qtbot.waitUntil(lambda: w.run_btn.enabled, timeout=20000)
+
+    w.scheduler.value = "localhost:8786"  # not an address: refused before any thread starts
+    w.start()
+    assert any("not a dask scheduler address" in str(n.message) for n in notes)
+    w.scheduler.value = "tcp://127.0.0.1:9"  # nothing listens there
+    w.start()
+    qtbot.waitUntil(lambda: any("cannot reach" in str(n.message) for n in notes), timeout=30000)
+    notification_manager.notification_ready.disconnect(notes.append)
+
+
+def test_a_runtime_error_in_a_job_reaches_the_user(make_napari_viewer, qtbot, tiny_model, monkeypatch):
+    """superqt drops RuntimeErrors from generator workers; torch raises them (e.g. out of memory)."""
+    from napari.utils.notifications import notification_manager
+
+    from napari_cellgen._qt.segment_widget import SegmentWidget
+    from napari_cellgen.segment import pipeline
+
+    def failing_forward(model, device="cpu"):
+        def fwd(batch):
+            raise RuntimeError("DefaultCPUAllocator: not enough memory")
+
+        return fwd
+
+    monkeypatch.setattr("napari_cellgen.segment.predict.make_forward", failing_forward)
+    pipeline._MODEL_CACHE.clear()
+    notes = []
+    notification_manager.notification_ready.connect(notes.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(_image(), name="em")
+    w = SegmentWidget(viewer)
+    w.reset_choices()
+    w.model.value = "tiny"
+    w.start()
+    qtbot.waitUntil(lambda: any("not enough memory" in str(n.message) for n in notes), timeout=20000)
+    assert w.status.value.startswith("error")
+    notification_manager.notification_ready.disconnect(notes.append)

@@ -16,6 +16,8 @@ from magicgui.widgets import (
     create_widget,
 )
 
+from ._workers import quiet_worker_class, surfacing_errors
+
 MODES = ["from Labels layer", "new pairs", "unconditional"]
 
 
@@ -79,7 +81,9 @@ class GenerateWidget(Container):
         kw = {"steps": int(self.steps.value), "guidance": float(self.guidance.value), "seed": int(self.seed.value),
               "pairs": mode != MODES[2]}
         n = None if masks is not None else int(self.n.value)
-        self._worker = create_worker(sample, self.generator.value, masks, n, _start_thread=False, **kw)
+        self._worker = create_worker(surfacing_errors(sample), self.generator.value, masks, n,
+                                     _start_thread=False, _worker_class=quiet_worker_class(),
+                                     _ignore_errors=True, **kw)
         self._worker.yielded.connect(self._progress)
         self._worker.returned.connect(self._done)
         self._worker.errored.connect(lambda e: show_error(f"Generation failed: {e}"))

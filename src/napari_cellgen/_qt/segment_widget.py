@@ -12,6 +12,7 @@ from magicgui.widgets import (
     FileEdit,
     FloatSlider,
     Label,
+    LineEdit,
     ProgressBar,
     PushButton,
     SpinBox,
@@ -19,6 +20,7 @@ from magicgui.widgets import (
 )
 
 from ._layers import layer_array, pixel_size_of, put_labels
+from ._workers import quiet_worker_class, surfacing_errors
 
 
 def _model_choices(_widget=None):
@@ -27,8 +29,33 @@ def _model_choices(_widget=None):
     return list(list_models())
 
 
-def run_segmentation(viewer, layer, options, *, on_progress=None, on_done=None, on_error=None):
-    """Start a thread worker segmenting ``layer``; returns the (started) worker."""
+def _cluster_job(layer, data, options, scheduler: str, pixel_size):
+    """(function, args, kwargs) segmenting ``layer`` block by block on the dask cluster at ``scheduler``."""
+    import datetime as _dt
+
+    from ..models.store import user_dir
+    from ..segment.blockwise import segment_on_cluster_iter
+
+    if data.ndim != 3:
+        raise ValueError("the dask cluster segments (Z, Y, X) stacks; clear the scheduler field for a 2D image")
+    if not scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")):
+        raise ValueError(f"{scheduler!r} is not a dask scheduler address: use e.g. tcp://HOST:8786 "
+                         "(or leave the field empty to segment in this process)")
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in layer.name)[:60] or "image"
+    out = user_dir().parent / "cluster-results" / f"{safe}-{_dt.datetime.now():%Y%m%d-%H%M%S}-labels.zarr"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    src = getattr(getattr(layer, "source", None), "path", None)
+    src = src if src and Path(src).exists() else None  # the workers read the file themselves
+    return segment_on_cluster_iter, (data, out, options), {"scheduler": scheduler, "source_path": src,
+                                                            "pixel_size": pixel_size}
+
+
+def run_segmentation(viewer, layer, options, *, on_progress=None, on_done=None, on_error=None, scheduler=None):
+    """Start a thread worker segmenting ``layer``; returns the (started) worker.
+
+    With ``scheduler`` (a dask address) the stack is segmented block by block on that cluster and
+    the labels are written to a zarr in the user folder (its path is in the layer's metadata).
+    """
     from napari.qt.threading import create_worker
     from napari.utils.notifications import show_error, show_info
 
@@ -40,13 +67,20 @@ def run_segmentation(viewer, layer, options, *, on_progress=None, on_done=None, 
         raise ValueError(f"{layer.name!r} is an RGB image: convert it to grayscale first")
     data = layer_array(layer)
     pixel_size = pixel_size_of(layer)
-    worker = create_worker(segment_iter, data, options, pixel_size=pixel_size, _start_thread=False)
+    if scheduler:
+        func, args, kwargs = _cluster_job(layer, data, options, scheduler, pixel_size)
+    else:
+        func, args, kwargs = segment_iter, (data, options), {"pixel_size": pixel_size}
+    # errors go to `errored` below only (not re-raised in the main thread, not relayed twice)
+    worker = create_worker(surfacing_errors(func), *args, **kwargs, _start_thread=False,
+                           _worker_class=quiet_worker_class(), _ignore_errors=True)
 
     def returned(res):
         table = res.table or {}
         features = {"index": table["label"], **table} if table else None
         meta = {"cellgen_model": res.card.get("name"), "cellgen_model_path": res.card.get("path"),
-                "pixel_size_nm": pixel_size}
+                "pixel_size_nm": pixel_size, **({"cellgen_labels_zarr": res.options["labels_zarr"]}
+                                                 if "labels_zarr" in (res.options or {}) else {})}
         out, replaced = put_labels(viewer, f"{layer.name} mitochondria", res.labels, scale=layer.scale,
                                    features=features, metadata=meta)
         show_info(f"{res.n_objects} mitochondria in {out.name!r}" + (" (updated)" if replaced else ""))
@@ -86,12 +120,16 @@ class SegmentWidget(Container):
         self.mode = ComboBox(label="labels", choices=["3D", "2D per slice"], value="3D")
         self.min_size = SpinBox(label="min size (px)", min=0, max=10**7, value=200)
         self.split = CheckBox(label="split touching", value=False)
+        self.scheduler = LineEdit(label="dask scheduler", value="",
+                                  tooltip="empty: segment in this process. tcp://HOST:8786: block by block on "
+                                          "that dask cluster (workers must be able to read the image file); "
+                                          "the labels are written to a zarr in the user folder")
         self.run_btn = PushButton(text="Segment")
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = Label(value="")
         self.extend([self.image, self.model, self.model_dir, self.threshold, self.tile, self.overlap,
-                     self.device, self.mode, self.min_size, self.split, self.run_btn, self.cancel_btn,
+                     self.device, self.mode, self.min_size, self.split, self.scheduler, self.run_btn, self.cancel_btn,
                      self.progress, self.status])
         self.run_btn.changed.connect(self.start)
         self.cancel_btn.changed.connect(self.cancel)
@@ -115,6 +153,7 @@ class SegmentWidget(Container):
             self._worker = run_segmentation(
                 self._viewer, self.image.value, self.options(), on_progress=self._progress,
                 on_done=lambda _: self._finish("done"), on_error=lambda e: self._finish(f"error: {e}"),
+                scheduler=self.scheduler.value.strip() or None,
             )
         except ValueError as exc:
             show_error(str(exc))
@@ -134,7 +173,8 @@ class SegmentWidget(Container):
     def _set_running(self, running: bool):
         self.run_btn.enabled = not running
         self.cancel_btn.enabled = running
-        if not running and self.status.value.startswith(("segment", "label", "measure")):
+        if not running and self.status.value.startswith(("segment", "label", "measure", "connecting", "merge",
+                                                          "relabel")):
             self.status.value = "cancelled"
 
     def cancel(self):

@@ -29,6 +29,7 @@ from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import notification_manager, show_error, show_info
 
 from ._layers import layer_array
+from ._workers import surfacing_errors
 
 REDRAW_S = 2.0  # at most one plot redraw per this many seconds (a draw holds the GIL)
 
@@ -355,7 +356,7 @@ class TrainWidget(Container):
         self.progress.max, self.progress.value = total, 0
         self.status.value = "preparing data..."
         self._worker = create_worker(
-            func, *args, **kwargs,
+            surfacing_errors(func), *args, **kwargs,
             _worker_class=_TrainWorker,
             _start_thread=False,
             _connect={"yielded": self._yielded, "returned": self._returned, "errored": self._errored,

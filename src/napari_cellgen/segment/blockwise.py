@@ -514,3 +514,40 @@ def _measure(client, labels_path, src_arg, blocks, infos, luts, n_objects, pixel
 def segment_blockwise(source, labels_out, options=None, callback=None, **kw) -> BlockwiseResult:
     """Synchronous :func:`segment_blockwise_iter` (``callback`` receives each Progress)."""
     return run(segment_blockwise_iter(source, labels_out, options, **kw), callback)
+
+
+def segment_on_cluster_iter(
+    image,
+    labels_out,
+    options=None,
+    *,
+    scheduler: str,
+    source_path=None,
+    pixel_size=None,
+    model=None,
+    in_memory_below: int = 1 << 30,
+):
+    """The Segment dock's cluster mode: :func:`segment_blockwise_iter` on the dask scheduler at
+    ``scheduler``, labels into the zarr ``labels_out``.
+
+    ``source_path`` (the file or folder the image was read from) goes to the workers when given,
+    so they read it themselves (a shared file system); otherwise the array is sent to them.
+    Returns a :class:`~.pipeline.SegmentResult` whose labels are the written zarr: loaded into
+    memory when smaller than ``in_memory_below`` bytes, else opened lazily for writing (painting
+    a correction then edits the file). Close the generator to cancel: nothing complete-looking
+    is left at ``labels_out``.
+    """
+    import zarr
+
+    from .cluster import dask_client
+    from .pipeline import SegmentResult
+
+    yield Progress(0, 1, f"connecting to {scheduler}")
+    with dask_client(scheduler=scheduler) as client:
+        src = str(source_path) if source_path else image
+        res = yield from segment_blockwise_iter(src, labels_out, options, client=client, pixel_size=pixel_size,
+                                                model=model)
+    arr = zarr.open_array(str(Path(res.labels) / "0"), mode="r+")
+    labels = arr[:] if arr.nbytes < in_memory_below else arr
+    return SegmentResult(labels=labels, table=res.table, n_objects=res.n_objects, card=res.card,
+                         options={"scheduler": scheduler, "labels_zarr": str(res.labels)})
