@@ -306,6 +306,12 @@ def _run_tasks(client, fn, arglist, stage: str, describe, retries: int = 0):
                     exc = fut.exception()
                 except Exception as err:  # noqa: BLE001 - cancelled: the cluster went away
                     exc = err
+                if exc is None:  # lost, not raised: its worker died and took the scattered model with it
+                    raise BlockError(
+                        f"{describe(i)} was lost: its worker died (status {fut.status!r}), most often because "
+                        "it passed its memory limit and was restarted. Give the workers more memory "
+                        "(--memory-limit), fewer torch threads, or smaller blocks (--block-z)"
+                    )
                 raise BlockError(f"{describe(i)} failed on a worker: {type(exc).__name__}: {exc}") from exc
             results[i] = fut.result()
             fut.release()
