@@ -11,6 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from _train_helpers import blob_stack  # noqa: E402
+
 from napari_cellgen._progress import run  # noqa: E402
 from napari_cellgen.models.store import list_models, load_model, load_tensors  # noqa: E402
 from napari_cellgen.models.unet import UNet  # noqa: E402
@@ -34,19 +36,7 @@ def tiny(**kw) -> TrainConfig:
 
 def synthetic(n: int = 3, size: int = 64, seed: int = 0, blobs: int = 4):
     """Dark round 'mitochondria' on a bright noisy background; mask 0/255."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    img = np.empty((n, size, size), np.uint8)
-    mask = np.zeros((n, size, size), np.uint8)
-    for z in range(n):
-        m = np.zeros((size, size), bool)
-        for _ in range(blobs):
-            cy, cx = rng.integers(8, size - 8, 2)
-            r = rng.integers(4, 9)
-            m |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-        mask[z] = m * 255
-        img[z] = np.clip(180 - 110 * m + rng.normal(0, 12, m.shape), 0, 255).astype(np.uint8)
-    return img, mask
+    return blob_stack(n, size, seed, radius=(4, 9), margin=8, blobs=blobs, contrast=110, noise=12)
 
 
 @pytest.fixture(autouse=True)

@@ -24,24 +24,26 @@ def _image():
     return img
 
 
-def test_segment_widget_makes_labels_with_features(make_napari_viewer, qtbot, tiny_model, monkeypatch):
+def _widget_with(make_napari_viewer, monkeypatch, forward):
+    """A viewer with the test image and a Segment dock on the tiny model, ``forward`` as its network."""
     from napari_cellgen._qt.segment_widget import SegmentWidget
     from napari_cellgen.segment import pipeline
 
-    # a deterministic stand-in for the network: foreground = bright input
-    def fake_forward(model, device="cpu"):
-        return lambda batch: (batch[:, 0] > 0.5).astype(np.float32)
-
-    monkeypatch.setattr("napari_cellgen.segment.predict.make_forward", fake_forward)
+    monkeypatch.setattr("napari_cellgen.segment.predict.make_forward", lambda model, device="cpu": forward)
     pipeline._MODEL_CACHE.clear()
     viewer = make_napari_viewer()
     viewer.add_image(_image(), name="em")
     w = SegmentWidget(viewer)
     viewer.window.add_dock_widget(w)
     w.reset_choices()
-    assert "tiny" in w.model.choices
-    w.model.value = "tiny"
-    w.min_size.value = 10
+    w.model.value, w.min_size.value = "tiny", 10
+    return viewer, w
+
+
+def test_segment_widget_makes_labels_with_features(make_napari_viewer, qtbot, tiny_model, monkeypatch):
+    # a deterministic stand-in for the network: foreground = bright input
+    viewer, w = _widget_with(make_napari_viewer, monkeypatch, lambda batch: (batch[:, 0] > 0.5).astype(np.float32))
+    assert "tiny" in w.model.choices and w.model.value == "tiny"
     w.start()
     qtbot.waitUntil(lambda: "em mitochondria" in viewer.layers, timeout=20000)
     layer = viewer.layers["em mitochondria"]
@@ -116,30 +118,15 @@ def test_cancel_stops_work(make_napari_viewer, qtbot, tiny_model, monkeypatch):
     assert "big mitochondria" not in viewer.layers
 
 
-def test_segment_widget_on_a_dask_cluster(make_napari_viewer, qtbot, tiny_model, monkeypatch):
+def test_segment_widget_on_a_dask_cluster(make_napari_viewer, qtbot, tiny_model, monkeypatch, notes):
     distributed = pytest.importorskip("distributed")
     pytest.importorskip("zarr")
     from pathlib import Path
 
-    from napari.utils.notifications import notification_manager
+    from napari_cellgen.segment import cluster
 
-    from napari_cellgen._qt.segment_widget import SegmentWidget
-    from napari_cellgen.segment import cluster, pipeline
-
-    def fake_forward(model, device="cpu"):
-        return lambda batch: (batch[:, 0] > 0.5).astype(np.float32)
-
-    monkeypatch.setattr("napari_cellgen.segment.predict.make_forward", fake_forward)
     monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", 2.0)
-    pipeline._MODEL_CACHE.clear()
-    notes = []
-    notification_manager.notification_ready.connect(notes.append)
-    viewer = make_napari_viewer()
-    viewer.add_image(_image(), name="em")
-    w = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(w)
-    w.reset_choices()
-    w.model.value, w.min_size.value = "tiny", 10
+    viewer, w = _widget_with(make_napari_viewer, monkeypatch, lambda batch: (batch[:, 0] > 0.5).astype(np.float32))
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as lc:
         w.scheduler.value = lc.scheduler_address
@@ -157,32 +144,15 @@ def test_segment_widget_on_a_dask_cluster(make_napari_viewer, qtbot, tiny_model,
     w.scheduler.value = "tcp://127.0.0.1:9"  # nothing listens there
     w.start()
     qtbot.waitUntil(lambda: any("cannot reach" in str(n.message) for n in notes), timeout=30000)
-    notification_manager.notification_ready.disconnect(notes.append)
 
 
-def test_a_runtime_error_in_a_job_reaches_the_user(make_napari_viewer, qtbot, tiny_model, monkeypatch):
+def test_a_runtime_error_in_a_job_reaches_the_user(make_napari_viewer, qtbot, tiny_model, monkeypatch, notes):
     """superqt drops RuntimeErrors from generator workers; torch raises them (e.g. out of memory)."""
-    from napari.utils.notifications import notification_manager
 
-    from napari_cellgen._qt.segment_widget import SegmentWidget
-    from napari_cellgen.segment import pipeline
+    def failing_forward(batch):
+        raise RuntimeError("DefaultCPUAllocator: not enough memory")
 
-    def failing_forward(model, device="cpu"):
-        def fwd(batch):
-            raise RuntimeError("DefaultCPUAllocator: not enough memory")
-
-        return fwd
-
-    monkeypatch.setattr("napari_cellgen.segment.predict.make_forward", failing_forward)
-    pipeline._MODEL_CACHE.clear()
-    notes = []
-    notification_manager.notification_ready.connect(notes.append)
-    viewer = make_napari_viewer()
-    viewer.add_image(_image(), name="em")
-    w = SegmentWidget(viewer)
-    w.reset_choices()
-    w.model.value = "tiny"
+    viewer, w = _widget_with(make_napari_viewer, monkeypatch, failing_forward)
     w.start()
     qtbot.waitUntil(lambda: any("not enough memory" in str(n.message) for n in notes), timeout=20000)
     assert w.status.value.startswith("error")
-    notification_manager.notification_ready.disconnect(notes.append)
