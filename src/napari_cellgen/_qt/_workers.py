@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 
+from napari.qt.threading import GeneratorWorker
+
 
 class JobError(Exception):
     """A RuntimeError raised by a job, re-raised so that the worker's ``errored`` signal fires."""
@@ -28,16 +30,12 @@ def surfacing_errors(func):
     return wrapper
 
 
-def quiet_worker_class():
+class QuietGeneratorWorker(GeneratorWorker):
     """A GeneratorWorker whose errors reach only the widget's ``errored`` handler.
 
     napari's default worker also relays each error to the notification manager (a second
     notification, with a traceback, for an error the widget already explains in one line).
     """
-    from napari.qt.threading import GeneratorWorker
 
-    class QuietGeneratorWorker(GeneratorWorker):
-        def _relay_error(self, exc):  # the widget shows it
-            pass
-
-    return QuietGeneratorWorker
+    def _relay_error(self, exc):  # the widget shows it
+        pass

@@ -16,7 +16,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
-from ._workers import quiet_worker_class, surfacing_errors
+from ._workers import QuietGeneratorWorker, surfacing_errors
 
 MODES = ["from Labels layer", "new pairs", "unconditional"]
 
@@ -82,7 +82,7 @@ class GenerateWidget(Container):
               "pairs": mode != MODES[2]}
         n = None if masks is not None else int(self.n.value)
         self._worker = create_worker(surfacing_errors(sample), self.generator.value, masks, n,
-                                     _start_thread=False, _worker_class=quiet_worker_class(),
+                                     _start_thread=False, _worker_class=QuietGeneratorWorker,
                                      _ignore_errors=True, **kw)
         self._worker.yielded.connect(self._progress)
         self._worker.returned.connect(self._done)

@@ -20,7 +20,7 @@ from magicgui.widgets import (
 )
 
 from ._layers import layer_array, pixel_size_of, put_labels
-from ._workers import quiet_worker_class, surfacing_errors
+from ._workers import QuietGeneratorWorker, surfacing_errors
 
 
 def _model_choices(_widget=None):
@@ -73,7 +73,7 @@ def run_segmentation(viewer, layer, options, *, on_progress=None, on_done=None, 
         func, args, kwargs = segment_iter, (data, options), {"pixel_size": pixel_size}
     # errors go to `errored` below only (not re-raised in the main thread, not relayed twice)
     worker = create_worker(surfacing_errors(func), *args, **kwargs, _start_thread=False,
-                           _worker_class=quiet_worker_class(), _ignore_errors=True)
+                           _worker_class=QuietGeneratorWorker, _ignore_errors=True)
 
     def returned(res):
         table = res.table or {}

@@ -25,21 +25,21 @@ from magicgui.widgets import (
     Select,
     SpinBox,
 )
-from napari.qt.threading import GeneratorWorker, create_worker
+from napari.qt.threading import create_worker
 from napari.utils.notifications import notification_manager, show_error, show_info
 
 from ._layers import layer_array
-from ._workers import surfacing_errors
+from ._workers import QuietGeneratorWorker, surfacing_errors
 
 REDRAW_S = 2.0  # at most one plot redraw per this many seconds (a draw holds the GIL)
 
 
-class _TrainWorker(GeneratorWorker):
+class _TrainWorker(QuietGeneratorWorker):
     """``quit()`` asks the job to stop after the current step.
 
     The job then closes the training generator in the worker thread (which writes the
     best checkpoint) and returns normally, so ``returned`` still fires. Errors are shown
-    by the widget (one notification, not napari's default relay plus ours).
+    by the widget only (TrainWidget._errored).
     """
 
     def __init__(self, func, *args, **kwargs):
@@ -49,9 +49,6 @@ class _TrainWorker(GeneratorWorker):
 
     def quit(self) -> None:
         self.stop_event.set()
-
-    def _relay_error(self, exc):  # handled by TrainWidget._errored
-        pass
 
 
 def _if_alive(method):
@@ -330,8 +327,6 @@ class TrainWidget(Container):
                               notes={"layers": [img.name] + ([lab.name] if lab else [])})
         fresh = bool(self.fresh_denoiser.value) and init is not None
         kwargs = {"slices": slices, "init": init, "fresh_denoiser": fresh, "register_as": name}
-        if n < 4:
-            kwargs["val_slices"] = []
         total = cfg.vae_steps + cfg.diffusion_steps
         return train_generator_job, (data, mask, default_run_dir(name), cfg), kwargs, total
 
