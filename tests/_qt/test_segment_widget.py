@@ -116,6 +116,7 @@ def test_cancel_stops_work(make_napari_viewer, qtbot, tiny_model, monkeypatch):
     qtbot.wait(300)
     assert len(calls) == n < 50 * 4  # stopped long before all tiles were done
     assert "big mitochondria" not in viewer.layers
+    assert w.status.value == "cancelled"
 
 
 def test_segment_widget_on_a_dask_cluster(make_napari_viewer, qtbot, tiny_model, monkeypatch, notes):

@@ -109,6 +109,7 @@ class SegmentWidget(Container):
 
         self._viewer = viewer
         self._worker = None
+        self._ended = True  # the last run returned or failed (else it was cancelled)
         self.image = create_widget(annotation=napari.layers.Image, label="image")
         self.model = ComboBox(label="model", choices=_model_choices)
         self.model_dir = FileEdit(label="or checkpoint", mode="d", value="",
@@ -158,6 +159,7 @@ class SegmentWidget(Container):
         except ValueError as exc:
             show_error(str(exc))
             return
+        self._ended = False
         self._worker.finished.connect(lambda: self._set_running(False))
         self._set_running(True)
         self.status.value = "segmenting..."
@@ -168,13 +170,13 @@ class SegmentWidget(Container):
         self.status.value = f"{p.stage} {p.done}/{p.total}"
 
     def _finish(self, msg):
+        self._ended = True
         self.status.value = msg
 
     def _set_running(self, running: bool):
         self.run_btn.enabled = not running
         self.cancel_btn.enabled = running
-        if not running and self.status.value.startswith(("segment", "label", "measure", "connecting", "merge",
-                                                          "relabel")):
+        if not running and not self._ended:  # finished without a result or an error
             self.status.value = "cancelled"
 
     def cancel(self):
