@@ -35,6 +35,12 @@ def main(argv=None):
     ap.add_argument("--n-val", type=int, default=25)
     ap.add_argument("--n-train", type=int, default=None, help="use only the first N slices (smoke tests)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", default="scratch", help="scratch, or a model to continue from (e.g. mito-unet)")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--fg-prob", type=float, default=0.5, help="share of patches centred on mitochondria")
+    ap.add_argument("--hard", type=float, default=0.0,
+                    help="share of patches centred on pixels the model gets wrong (hard examples)")
+    ap.add_argument("--mine-every", type=int, default=1000, help="find the hard examples again every N steps")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)
 
@@ -45,7 +51,8 @@ def main(argv=None):
     train = list(range(0, args.n_train or (n - args.n_val)))
     cfg = TrainConfig(
         steps=args.steps, batch=args.batch, patch=args.patch, base=args.base, val_every=args.val_every,
-        seed=args.seed, name="mito-unet", lr=2e-3,
+        seed=args.seed, name="mito-unet", lr=args.lr, init=args.init, fg_prob=args.fg_prob, hard_prob=args.hard,
+        mine_every=args.mine_every,
         notes={"data": "EPFL/Lucchi training volume", "train_slices_list": f"{train[0]}-{train[-1]}",
                "val_slices_list": f"{val[0]}-{val[-1]}"},
     )
@@ -53,7 +60,9 @@ def main(argv=None):
     log = open(args.out.with_suffix(".log"), "a") if args.out.parent.exists() else sys.stdout  # noqa: SIM115
 
     def cb(p):
-        if p.info and ("val_iou" in p.info or p.done % 100 == 0):
+        if p.stage != "train":
+            print(json.dumps({"step": p.done, "t": round(time.time() - t0, 1), "stage": p.stage}), file=log, flush=True)
+        elif p.info and ("val_iou" in p.info or p.done % 100 == 0):
             print(json.dumps({"step": p.done, "t": round(time.time() - t0, 1), **p.info}), file=log, flush=True)
 
     card = run(train_segmenter([(img, gt, train)], args.out, cfg, val_pairs=[(img, gt, val)],

@@ -86,6 +86,7 @@ def test_patch_is_converted_to_model_pixels(files):
         ({"--init": "no-such-model"}, "No model called"),
         ({"--steps": "0"}, "--steps must be at least 1"),
         ({"--masks": "probs.tif"}, "fractional values"),
+        ({"--hard-examples": "0.7"}, "add up to at most 1"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(files, capsys, change, expected):

@@ -247,3 +247,53 @@ def test_synthetic_pairs_are_mixed_in_but_never_validated(tmp_path):
     with pytest.raises(DataError, match="one shape"):
         run(train_segmenter([(img, mask, None)], tmp_path / "m2", tiny(steps=1, synthetic_ratio=1.0),
                             synthetic=(syn_img, syn_mask[:, :10])))
+
+
+def test_hard_examples_centre_patches_on_the_models_mistakes():
+    from napari_cellgen.train.data import PatchSampler, Region
+
+    planes = np.zeros((1, 64, 64), np.float32)
+    planes[0, 40, 50] = 1.0  # a marker where the model will be "wrong"
+    region = Region(planes, np.zeros((64, 64), np.float32))
+    sampler = PatchSampler([region], patch=16, fg_prob=0.0, seed=0, hard_prob=1.0)
+    x, _ = sampler.sample(8)
+    assert (x.sum((1, 2, 3)) == 0).sum() >= 6  # no hard pixels yet: random patches, mostly without it
+    errors = np.zeros((64, 64), bool)
+    errors[40, 50] = True
+    assert sampler.set_hard([errors]) == 1
+    x, _ = sampler.sample(8)
+    assert np.all(x.sum((1, 2, 3)) == 1.0)  # every patch now contains the hard pixel
+    with pytest.raises(DataError, match="add up to at most 1"):
+        PatchSampler([region], patch=16, fg_prob=0.8, hard_prob=0.3)
+
+
+def test_hard_pixels_skip_edge_slivers_but_keep_false_objects():
+    from napari_cellgen.train.data import Region
+    from napari_cellgen.train.loop import hard_pixels
+
+    class Fixed(torch.nn.Module):  # predicts a fixed map: the GT disk shifted by one pixel plus a false disk
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = logits
+
+        def forward(self, x):
+            return self.logits[None, None].expand(x.shape[0], 1, -1, -1)
+
+    yy, xx = np.mgrid[:64, :64]
+    gt = ((yy - 20) ** 2 + (xx - 20) ** 2 <= 64).astype(np.float32)
+    pred = ((yy - 21) ** 2 + (xx - 20) ** 2 <= 64) | ((yy - 45) ** 2 + (xx - 45) ** 2 <= 36)
+    model = Fixed(torch.from_numpy(np.where(pred, 10.0, -10.0).astype(np.float32)))
+    card = {"architecture": {"depth": 0}, "tile": 64, "overlap": 0}
+    (hard,) = hard_pixels(model, [Region(np.zeros((1, 64, 64), np.float32), gt)], card)
+    assert hard[45, 45] and hard[:, 30:].sum() > 80  # the false object is hard
+    assert not hard[:, :32].any()  # a one-pixel shift of the outline is not
+
+
+def test_training_with_hard_examples_mines_again_and_reports_them(tmp_path):
+    img, mask = synthetic()
+    stages = []
+    card = run(train_segmenter([(img, mask, None)], tmp_path / "m", tiny(steps=5, hard_prob=0.5, mine_every=2)),
+               lambda p: stages.append((p.stage, p.done, (p.info or {}).get("hard_pixels"))))
+    assert [d for s, d, _ in stages if s == "find hard examples"] == [0, 2, 4]
+    assert all(h is not None for s, _, h in stages if s == "train")
+    assert card["training"]["config"]["hard_prob"] == 0.5

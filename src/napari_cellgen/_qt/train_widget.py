@@ -370,6 +370,9 @@ class TrainWidget(Container):
         if p.stage in ("vae", "diffusion", "encode", "prepare"):
             return self._gen_yielded(p)
         info = p.info or {}
+        if p.stage == "find hard examples":
+            self.status.value = f"step {p.done}/{p.total} · finding hard examples (a pass over the training slices)..."
+            return
         if p.stage != "train":
             return
         self.progress.value = p.done

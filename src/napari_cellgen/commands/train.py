@@ -52,6 +52,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="mix in generated pairs from `cellgen synth -o DIR` (never used for validation)")
     p.add_argument("--synthetic-ratio", type=float, default=0.5, metavar="R",
                    help="share of each batch taken from --synthetic (default 0.5)")
+    p.add_argument("--hard-examples", type=float, default=0.0, metavar="SHARE",
+                   help="share of patches centred on what the model currently gets wrong, found again every "
+                        "--mine-every steps (default 0: off; 0.3 taught the shipped model its look-alikes)")
+    p.add_argument("--mine-every", type=int, default=1000, metavar="N",
+                   help="steps between passes that find the hard examples (default 1000)")
     g = p.add_argument_group("architecture (--init scratch only)")
     g.add_argument("--base", type=int, default=16, help="features of the first level (default 16)")
     g.add_argument("--depth", type=int, default=4, help="number of poolings (default 4)")
@@ -95,6 +100,7 @@ def build_config(args):
     cfg.steps, cfg.batch, cfg.seed, cfg.threads = args.steps, args.batch, args.seed, args.threads
     cfg.lr = args.lr if args.lr is not None else default_lr(init)
     cfg.val_fraction = args.val_fraction
+    cfg.hard_prob, cfg.mine_every = args.hard_examples, args.mine_every
     cfg.val_every = args.val_every or max(1, args.steps // 20)
     cfg.name = args.name or Path(args.output).name
     if getattr(args, "synthetic", None):

@@ -131,14 +131,25 @@ def split_rows(region: Region, fraction: float) -> tuple[Region, Region]:
 
 
 class PatchSampler:
-    """Random patches that over-sample foreground (``fg_prob`` of patches are centred on it)."""
+    """Random patches that over-sample foreground (``fg_prob`` of patches are centred on it).
 
-    def __init__(self, regions: list[Region], patch: int, fg_prob: float = 0.5, seed: int = 0):
+    After :meth:`set_hard`, a further ``hard_prob`` of patches are centred on "hard"
+    pixels (those the current model gets wrong: look-alikes of mitochondria, missed
+    edges), drawn uniformly over all hard pixels of all regions.
+    """
+
+    def __init__(self, regions: list[Region], patch: int, fg_prob: float = 0.5, seed: int = 0,
+                 hard_prob: float = 0.0):
         if not regions:
             raise DataError("no annotated slices to train on")
+        if not (fg_prob >= 0 and hard_prob >= 0 and fg_prob + hard_prob <= 1.0):
+            raise DataError(f"the foreground ({fg_prob}) and hard-example ({hard_prob}) shares must be "
+                            "non-negative and add up to at most 1")
         self.regions = regions
         self.patch = patch
         self.fg_prob = fg_prob
+        self.hard_prob = hard_prob
+        self.hard = np.zeros((0, 3), np.int64)  # (region index, y, x)
         self.rng = np.random.default_rng(seed)
         for r in regions:
             ys, xs = np.nonzero(r.mask > 0.5)
@@ -161,11 +172,30 @@ class PatchSampler:
             m = np.pad(m, ((0, ph), (0, pw)), mode=mode)
         return img, m
 
+    def set_hard(self, errors: list[np.ndarray], limit: int = 200000) -> int:
+        """Hard pixels: one boolean map per region (True = wrong). Returns how many there are."""
+        pts = [np.column_stack([np.full(len(ys), i), ys, xs])
+               for i, e in enumerate(errors) for ys, xs in [np.nonzero(e)]]
+        hard = np.concatenate(pts) if pts else np.zeros((0, 3), np.int64)
+        if len(hard) > limit:
+            hard = hard[self.rng.choice(len(hard), limit, replace=False)]
+        self.hard = hard.astype(np.int64)
+        return len(hard)
+
     def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
         imgs, masks = [], []
         for _ in range(batch):
+            fg_prob = self.fg_prob
+            if len(self.hard) and self.hard_prob:
+                if self.rng.random() < self.hard_prob:
+                    i, cy, cx = self.hard[self.rng.integers(len(self.hard))]
+                    a, m = self._crop(self.regions[i], cy, cx)
+                    imgs.append(a)
+                    masks.append(m[None])
+                    continue
+                fg_prob = self.fg_prob / (1.0 - self.hard_prob)  # the same overall foreground share
             r = self.regions[self.rng.choice(len(self.regions), p=self.weights)]
-            if len(r.fg) and self.rng.random() < self.fg_prob:
+            if len(r.fg) and self.rng.random() < fg_prob:
                 cy, cx = r.fg[self.rng.integers(len(r.fg))]
             else:
                 cy, cx = self.rng.integers(r.mask.shape[0]), self.rng.integers(r.mask.shape[1])

@@ -28,6 +28,8 @@ class TrainConfig:
     seed: int = 0
     fg_prob: float = 0.5
     elastic_p: float = 0.3
+    hard_prob: float = 0.0  # share of patches centred on pixels the model currently gets wrong
+    mine_every: int = 1000  # re-find those pixels (one pass over the training slices) every N steps
     init: str = "scratch"  # "scratch", "default", a model name or a folder
     base: int = 16
     depth: int = 4
@@ -59,8 +61,8 @@ def _loss(logits, target):
     return bce + dice.mean()
 
 
-def evaluate(model, regions: Sequence[Region], card: dict, device: str = "cpu", batch_size: int = 4) -> float:
-    """Foreground IoU (threshold 0.5) over validation regions at model resolution."""
+def _region_probs(model, regions: Sequence[Region], card: dict, device: str = "cpu", batch_size: int = 4):
+    """The model's foreground probability over each region (model resolution), in eval mode."""
     from .._progress import run
     from ..segment.predict import make_forward
     from ..segment.tiling import predict_plane
@@ -68,14 +70,34 @@ def evaluate(model, regions: Sequence[Region], card: dict, device: str = "cpu", 
     model.eval()
     fn = make_forward(model, device)
     divisor = 2 ** int(card["architecture"]["depth"])
+    try:
+        for r in regions:
+            yield r, run(predict_plane(fn, r.planes, card["tile"], card["overlap"], batch_size, divisor))
+    finally:
+        model.train()
+
+
+def evaluate(model, regions: Sequence[Region], card: dict, device: str = "cpu", batch_size: int = 4) -> float:
+    """Foreground IoU (threshold 0.5) over validation regions at model resolution."""
     inter = union = 0
-    for r in regions:
-        prob = run(predict_plane(fn, r.planes, card["tile"], card["overlap"], batch_size, divisor))
+    for r, prob in _region_probs(model, regions, card, device, batch_size):
         pred, gt = prob >= 0.5, r.mask >= 0.5
         inter += int(np.logical_and(pred, gt).sum())
         union += int(np.logical_or(pred, gt).sum())
-    model.train()
     return inter / union if union else 1.0
+
+
+def hard_pixels(model, regions: Sequence[Region], card: dict, device: str = "cpu") -> list[np.ndarray]:
+    """Where the model is wrong on each training region, ignoring one-pixel slivers along edges.
+
+    A 3x3 erosion of the error map keeps false objects (look-alikes such as
+    multivesicular bodies) and thick misses, and drops the thin boundary
+    disagreements that are as much annotation noise as model error.
+    """
+    from scipy import ndimage as ndi
+
+    return [ndi.binary_erosion((prob >= 0.5) != (r.mask >= 0.5))
+            for r, prob in _region_probs(model, regions, card, device)]
 
 
 def _init_model(cfg: TrainConfig):
@@ -200,7 +222,7 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
     model, card = _init_model(cfg)
     yield Progress(0, cfg.steps, "prepare data")
     train_regions, val_regions = prepare_regions(pairs, card, val_pairs, cfg.val_fraction)
-    sampler = PatchSampler(train_regions, cfg.patch, cfg.fg_prob, cfg.seed)
+    sampler = PatchSampler(train_regions, cfg.patch, cfg.fg_prob, cfg.seed, hard_prob=cfg.hard_prob)
     n_syn = int(round(cfg.batch * cfg.synthetic_ratio)) if synthetic is not None else 0
     if synthetic is not None and not 0.0 <= cfg.synthetic_ratio <= 1.0:
         raise DataError(f"the synthetic ratio must be between 0 and 1, got {cfg.synthetic_ratio}")
@@ -239,6 +261,7 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
     model.to(device).train()
     best_written = (out_dir / "model.safetensors").exists() and resume
     t0, seen, last_loss = time.perf_counter(), 0, float("nan")
+    next_mine, n_hard = step, 0  # hard examples are found again on resume (they are not saved)
 
     def checkpoint_last():
         save_training_state(
@@ -266,6 +289,10 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
 
     try:
         while step < cfg.steps:
+            if cfg.hard_prob and step >= next_mine:
+                yield Progress(step, cfg.steps, "find hard examples")
+                n_hard = sampler.set_hard(hard_pixels(model, train_regions, card, device))
+                next_mine = step + max(1, cfg.mine_every)
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * _lr_factor(step, cfg.steps, cfg.warmup)
             if n_syn:
@@ -286,6 +313,8 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
             last_loss = float(loss.detach())
             info = {"loss": last_loss, "lr": opt.param_groups[0]["lr"],
                     "samples_per_s": seen / (time.perf_counter() - t0)}
+            if cfg.hard_prob:
+                info["hard_pixels"] = n_hard
             if val_regions and (step % cfg.val_every == 0 or step == cfg.steps):
                 iou = evaluate(model, val_regions, card, device)
                 history.append({"step": step, "loss": last_loss, "val_iou": iou,
