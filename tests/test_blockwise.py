@@ -179,6 +179,25 @@ def test_cli_unreachable_scheduler(tmp_path, tiny_model, capsys, monkeypatch):
     assert "--workers N" in err  # says what to do
 
 
+@pytest.mark.parametrize("addr, ok", [("tcp://10.0.0.5:8786", True), ("localhost:8786", True),
+                                      (" tls://h:1 ", True), ("my-cluster", False), ("host:port", False),
+                                      ("tcp://", False), ("", False)])
+def test_scheduler_addresses_are_checked_the_same_for_the_cli_and_the_dock(addr, ok):
+    if ok:
+        assert cluster.check_address(addr) == addr.strip()
+    else:
+        with pytest.raises(ValueError, match="not a dask scheduler address: use e.g. tcp://HOST:8786"):
+            cluster.check_address(addr)
+
+
+def test_cli_refuses_a_non_address(tmp_path, tiny_model, capsys):
+    path = write_zarr(tmp_path / "em.zarr", blobs((6, 32, 32), n=2))
+    rc = cli.main(["segment", str(path), "-o", str(tmp_path / "l.zarr"), "--scheduler", "my-cluster",
+                   "--model", tiny_model, "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "'my-cluster' is not a dask scheduler address" in err and "Traceback" not in err
+
+
 def test_cli_read_only_output(tmp_path, tiny_model, capsys, monkeypatch):
     path = write_zarr(tmp_path / "em.zarr", blobs((6, 32, 32), n=2))
     ro = tmp_path / "ro"

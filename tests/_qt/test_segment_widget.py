@@ -139,7 +139,7 @@ def test_segment_widget_on_a_dask_cluster(make_napari_viewer, qtbot, tiny_model,
     assert Path(layer.metadata["cellgen_labels_zarr"]).is_dir()
     qtbot.waitUntil(lambda: w.run_btn.enabled, timeout=20000)
 
-    w.scheduler.value = "localhost:8786"  # not an address: refused before any thread starts
+    w.scheduler.value = "my-cluster"  # not an address: refused before any thread starts
     w.start()
     assert any("not a dask scheduler address" in str(n.message) for n in notes)
     w.scheduler.value = "tcp://127.0.0.1:9"  # nothing listens there

@@ -35,12 +35,14 @@ def _cluster_job(layer, data, options, scheduler: str, pixel_size):
 
     from ..models.store import user_dir
     from ..segment.blockwise import segment_on_cluster_iter
+    from ..segment.cluster import check_address
 
     if data.ndim != 3:
         raise ValueError("the dask cluster segments (Z, Y, X) stacks; clear the scheduler field for a 2D image")
-    if not scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")):
-        raise ValueError(f"{scheduler!r} is not a dask scheduler address: use e.g. tcp://HOST:8786 "
-                         "(or leave the field empty to segment in this process)")
+    try:
+        scheduler = check_address(scheduler)  # refused here, before a thread starts; dask judges the rest
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or leave the field empty to segment in this process)") from None
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in layer.name)[:60] or "image"
     out = user_dir().parent / "cluster-results" / f"{safe}-{_dt.datetime.now():%Y%m%d-%H%M%S}-labels.zarr"
     out.parent.mkdir(parents=True, exist_ok=True)

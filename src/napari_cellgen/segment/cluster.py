@@ -29,6 +29,18 @@ def _require_distributed():
     return distributed
 
 
+def check_address(scheduler: str) -> str:
+    """``scheduler`` stripped, if it reads as a dask address (``tcp://HOST:PORT``, or ``HOST:PORT`` as dask
+    takes it); otherwise a ValueError that says what one looks like."""
+    addr = str(scheduler).strip()
+    scheme, sep, rest = addr.partition("://")
+    host, _, port = (rest if sep else addr).rpartition(":")
+    ok = (scheme.isalpha() and bool(rest)) if sep else (bool(host) and port.isdigit())
+    if not ok:
+        raise ValueError(f"{scheduler!r} is not a dask scheduler address: use e.g. tcp://HOST:8786 or HOST:8786")
+    return addr
+
+
 @contextlib.contextmanager
 def dask_client(
     scheduler: str | None = None,
@@ -49,6 +61,7 @@ def dask_client(
     if scheduler and workers:
         raise ValueError("give either a scheduler address or a number of local workers, not both")
     if scheduler:
+        scheduler = check_address(scheduler)
         try:
             client = distributed.Client(scheduler, timeout=timeout, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
