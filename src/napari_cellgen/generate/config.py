@@ -1,0 +1,106 @@
+"""A generator's training configuration and the data preparation its stages share."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..segment.preprocess import normalize, resize, scaled_shape
+from .schedule import DEFAULT_SCHEDULE
+
+# dihedral variants (rot90 count, flip left-right); the first four cover all four rotations
+VARIANTS = [(0, False), (1, True), (2, False), (3, True), (1, False), (0, True), (3, False), (2, True)]
+
+
+class GeneratorDataError(ValueError):
+    """Training data for a generator that cannot be used as given."""
+
+
+@dataclass
+class GeneratorConfig:
+    # VAE
+    vae_steps: int = 3000
+    vae_batch: int = 8
+    vae_patch: int = 128
+    vae_lr: float = 1e-3
+    vae_channels: tuple = (32, 64, 128)
+    vae_blocks: int = 1
+    latent_channels: int = 4
+    kl_weight: float = 1e-5
+    ssim_weight: float = 0.5
+    grad_weight: float = 0.5
+    adv_weight: float = 0.0
+    adv_start: float = 0.5
+    vae_minutes: float | None = None
+    # latent cache
+    latent_variants: int = 2
+    # denoiser
+    diffusion_steps: int = 4000
+    diffusion_batch: int = 8  # of full-size crops; half-size crops get 4x
+    latent_crop: int = 32  # latent side of a training crop (= tile / VAE factor)
+    small_crop_p: float = 0.75  # fraction of steps on half-side crops with 4x the batch (same cost, more samples)
+    diffusion_lr: float = 5e-4
+    block_out_channels: tuple = (64, 128, 128)
+    layers_per_block: int = 1
+    attention_levels: tuple = (1, 2)
+    p_uncond: float = 0.15
+    cond_fraction: float = 0.5
+    ema_decay: float = 0.999
+    min_snr_gamma: float = 5.0
+    diffusion_minutes: float | None = None
+    schedule: dict = field(default_factory=lambda: dict(DEFAULT_SCHEDULE))
+    # common
+    scale: float = 1.0  # the generator's pixel size relative to the input (0.5 = half resolution)
+    tile: int = 256
+    val_every: int = 250
+    warmup: int = 100
+    seed: int = 0
+    threads: int | None = None
+    name: str = ""
+    notes: dict = field(default_factory=dict)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _lr_factor(step: int, steps: int, t0: float, minutes: float | None, warmup: int) -> float:
+    """Linear warmup, then cosine decay to 10 % over whichever runs out first: steps or time."""
+    if step < warmup:
+        return (step + 1) / warmup
+    frac = step / max(1, steps)
+    if minutes:
+        frac = max(frac, (time.perf_counter() - t0) / (60 * minutes))
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+
+def _out_of_time(t0: float, minutes: float | None) -> bool:
+    return bool(minutes) and time.perf_counter() - t0 >= 60 * minutes
+
+
+def dihedral(a: np.ndarray, v: int) -> np.ndarray:
+    k, flip = VARIANTS[v]
+    a = np.rot90(a, k, axes=(-2, -1))
+    return a[..., ::-1] if flip else a
+
+
+def prepare_slice(image2d, scale: float = 1.0) -> np.ndarray:
+    """Per-slice percentile normalisation (1-99 %) to [-1, 1], optional rescale; float32."""
+    img = normalize(np.asarray(image2d), 1.0, 99.0) * 2.0 - 1.0
+    if scale != 1.0:
+        img = resize(img, scaled_shape(img.shape, scale), "area")
+    return np.clip(img, -1.0, 1.0).astype(np.float32)
+
+
+def _prepare_mask(mask2d, scale: float = 1.0) -> np.ndarray:
+    m = np.asarray(mask2d)
+    if m.dtype.kind not in "biuf":
+        raise GeneratorDataError(f"masks must be numeric labels, got dtype {m.dtype}")
+    m = m != 0
+    if scale != 1.0:
+        m = resize(m.astype(np.float32), scaled_shape(m.shape, scale), "area") >= 0.5
+    return m

@@ -1,0 +1,165 @@
+"""Stage 1 of a generator: the VAE (image <-> latent), trained on images only."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Generator
+from pathlib import Path
+
+import numpy as np
+
+from .._progress import Progress
+from .config import GeneratorConfig, _lr_factor, _now, _out_of_time, dihedral
+
+
+def vae_card(vae, cfg: GeneratorConfig, extra: dict) -> dict:
+    return {
+        "kind": "vae",
+        "architecture": vae.config,
+        "normalization": {"kind": "percentile", "low": 1.0, "high": 99.0, "range": [-1.0, 1.0]},
+        "scale": cfg.scale,
+        "tile": cfg.tile,
+        "date": _now(),
+        **extra,
+    }
+
+
+def _crop_batch(vol, zs, patch, batch, rng):
+    h, w = vol[zs[0]].shape
+    out = np.empty((batch, 1, patch, patch), np.float32)
+    for i in range(batch):
+        z = zs[rng.integers(len(zs))]
+        y, x = rng.integers(0, h - patch + 1), rng.integers(0, w - patch + 1)
+        out[i, 0] = dihedral(vol[z][y : y + patch, x : x + patch], int(rng.integers(8)))
+    return out
+
+
+def vae_metrics(vae, tiles) -> dict:
+    """PSNR (data range 2) and SSIM of posterior-mean reconstructions of (N, 1, H, W) tiles."""
+    import torch
+
+    from ..models.vae import ssim
+
+    vae.eval()
+    with torch.inference_mode():
+        x = torch.from_numpy(tiles)
+        rec = torch.cat([vae.decode(vae.encode(x[i : i + 8]).mean).clamp(-1, 1) for i in range(0, len(x), 8)])
+        mse = float(((rec - x) ** 2).mean())
+        out = {
+            "psnr": 10 * math.log10(4.0 / max(mse, 1e-12)),
+            "ssim": float(ssim(rec, x)),
+            "l1": float((rec - x).abs().mean()),
+        }
+    vae.train()
+    return out
+
+
+def estimate_noise_std(vae, tiles) -> float:
+    """Pixel noise the VAE does not reproduce: robust (MAD) std of the reconstruction residual.
+
+    Uses neighbouring-pixel differences of the residual (variance 2 sigma^2 for white noise), so
+    structure left in the residual barely counts. Sampling can add this noise back
+    (the VAE's Gaussian observation model), which real EM has and a mean decoder lacks.
+    """
+    import torch
+
+    vae.eval()
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(tiles, np.float32))
+        rec = torch.cat([vae.decode(vae.encode(x[i : i + 8]).mean) for i in range(0, len(x), 8)])
+        r = (x - rec)[:, 0]
+        d = torch.cat([(r[:, :, 1:] - r[:, :, :-1]).flatten(), (r[:, 1:, :] - r[:, :-1, :]).flatten()])
+        sigma = float(d.abs().median()) / 0.6745 / math.sqrt(2)
+    vae.train()
+    return sigma
+
+
+def train_vae(
+    vol: dict,
+    train_z: list[int],
+    val_tiles,
+    out_dir: Path,
+    cfg: GeneratorConfig,
+    vae=None,
+    device: str = "cpu",
+) -> Generator[Progress, None, object]:
+    """Train (or continue) the VAE on random crops; writes ``out_dir/vae``; returns the model."""
+    import torch
+    from torch.nn import functional as F
+
+    from ..models.vae import ConvVAE, PatchDiscriminator, gradient_l1, ssim
+    from .store import save_part
+
+    torch.manual_seed(cfg.seed)
+    if vae is None:
+        vae = ConvVAE(1, tuple(cfg.vae_channels), cfg.latent_channels, cfg.vae_blocks)
+    vae.to(device).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=1e-4)
+    disc = dopt = None
+    if cfg.adv_weight > 0:
+        disc = PatchDiscriminator().to(device)
+        dopt = torch.optim.AdamW(disc.parameters(), lr=cfg.vae_lr * 0.5, betas=(0.5, 0.9))
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    patch = min(cfg.vae_patch, *vol[train_z[0]].shape) // vae.divisor * vae.divisor
+    t0 = time.perf_counter()
+    step, history, metrics = 0, [], {}
+
+    def write():
+        card = vae_card(
+            vae,
+            cfg,
+            {
+                "metrics": {**metrics, "step": step},
+                "training": {
+                    "steps": step,
+                    "patch": patch,
+                    "batch": cfg.vae_batch,
+                    "image_slices": len(train_z),
+                    "time_s": round(time.perf_counter() - t0, 1),
+                    "history": history[-20:],
+                },
+            },
+        )
+        save_part(out_dir / "vae", vae, card)
+
+    try:
+        while step < cfg.vae_steps and not _out_of_time(t0, cfg.vae_minutes):
+            for g in opt.param_groups:
+                g["lr"] = cfg.vae_lr * _lr_factor(step, cfg.vae_steps, t0, cfg.vae_minutes, cfg.warmup)
+            x = torch.from_numpy(_crop_batch(vol, train_z, patch, cfg.vae_batch, rng)).to(device)
+            rec, post = vae(x, generator=gen)
+            loss_rec = (rec - x).abs().mean()
+            loss = loss_rec + cfg.kl_weight * post.kl()
+            if cfg.ssim_weight:
+                loss = loss + cfg.ssim_weight * (1 - ssim(rec, x))
+            if cfg.grad_weight:
+                loss = loss + cfg.grad_weight * gradient_l1(rec, x)
+            use_adv = disc is not None and step >= cfg.adv_start * cfg.vae_steps
+            if use_adv:
+                loss = loss - cfg.adv_weight * disc(rec).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            info = {"loss": float(loss.detach()), "l1": float(loss_rec.detach())}
+            if use_adv:
+                d_loss = F.relu(1 - disc(x)).mean() + F.relu(1 + disc(rec.detach())).mean()
+                dopt.zero_grad(set_to_none=True)
+                d_loss.backward()
+                dopt.step()
+                info["d_loss"] = float(d_loss.detach())
+            step += 1
+            if step % cfg.val_every == 0 and val_tiles is not None:
+                metrics = vae_metrics(vae, val_tiles)
+                history.append({"step": step, **metrics, "time_s": round(time.perf_counter() - t0, 1)})
+                info.update({f"val_{k}": v for k, v in metrics.items()})
+                write()
+            yield Progress(step, cfg.vae_steps, "vae", info)
+    finally:
+        if val_tiles is not None and step and (not history or history[-1]["step"] != step):
+            metrics = vae_metrics(vae, val_tiles)
+            history.append({"step": step, **metrics, "time_s": round(time.perf_counter() - t0, 1)})
+        write()
+    vae.eval()
+    return vae
