@@ -74,6 +74,27 @@ def test_trains_and_the_model_appears_in_the_segment_widget(make_napari_viewer, 
     assert w.start_btn.enabled and not w.stop_btn.enabled
 
 
+def test_hard_examples_are_mined_during_a_dock_run(make_napari_viewer, qtbot, tiny_base, notes):
+    from napari_cellgen.models.store import load_model
+
+    viewer, w, seg = _setup(make_napari_viewer)
+    w.name.value, w.steps.value, w.hard.value = "hard", 10, 0.3
+    statuses, shown = [], w._yielded
+
+    def spy(p):  # what the user reads after each progress report
+        shown(p)
+        statuses.append(w.status.value)
+
+    w._yielded = spy
+    w.start()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=TIMEOUT)
+    assert "finished" in w.status.value, w.status.value
+    assert sum("finding hard examples" in s for s in statuses) == 5  # steps 0, 2, 4, 6, 8
+    _, card = load_model("hard")
+    assert card["training"]["config"]["hard_prob"] == pytest.approx(0.3)
+    assert card["training"]["config"]["mine_every"] == 2
+
+
 def test_stop_keeps_the_best_model(make_napari_viewer, qtbot, tiny_base, notes):
     from napari_cellgen.models.store import load_model
 

@@ -107,6 +107,10 @@ class TrainWidget(Container):
             label="synthetic share", min=0.0, max=1.0, step=0.05, value=0.5,
             tooltip="fraction of each batch drawn from the generated pairs of the training pool "
                     "(Generate dock › add pairs to training pool); 0 = real data only")
+        self.hard = FloatSpinBox(
+            label="hard examples", min=0.0, max=0.5, step=0.05, value=0.0,
+            tooltip="share of patches centred on what the model currently gets wrong (look-alikes, missed "
+                    "edges), found again five times per run; 0 = off")
         self.finetune_btn = PushButton(text="Fine-tune on my corrections")
         self.start_btn = PushButton(text="Start")
         self.stop_btn = PushButton(text="Stop", enabled=False)
@@ -115,7 +119,7 @@ class TrainWidget(Container):
         self.extend([self.target, self.images, self.labels, self.slices, self.base, self.gen_base, self.keep_vae,
                      self.fresh_denoiser, self.vae_steps, self.diffusion_steps,
                      self.steps, self.patch, self.batch,
-                     self.lr, self.val_fraction, self.name, self.pool_info, self.synthetic_ratio,
+                     self.lr, self.val_fraction, self.name, self.pool_info, self.synthetic_ratio, self.hard,
                      self.finetune_btn, self.start_btn, self.stop_btn,
                      self.progress, self.status])
         for sel in (self.images, self.labels):
@@ -141,7 +145,7 @@ class TrainWidget(Container):
 
     # the widgets that belong to each kind of training
     _SEG_ONLY = ("base", "steps", "patch", "batch", "lr", "val_fraction", "pool_info", "synthetic_ratio",
-                 "finetune_btn")
+                 "hard", "finetune_btn")
     _GEN_ONLY = ("gen_base", "vae_steps", "diffusion_steps")
 
     def _target_changed(self, *_):
@@ -286,6 +290,7 @@ class TrainWidget(Container):
                           val_fraction=float(self.val_fraction.value), name=name,
                           val_every=max(1, int(self.steps.value) // 20),
                           synthetic_ratio=float(self.synthetic_ratio.value) if self._synthetic() else 0.0,
+                          hard_prob=float(self.hard.value), mine_every=max(1, int(self.steps.value) // 5),
                           notes={"base_model": info["name"], "layers": [lyr.name for lyr in labels]})
         return pairs, default_run_dir(name), cfg
 
