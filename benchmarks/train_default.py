@@ -40,6 +40,7 @@ def main(argv=None):
     ap.add_argument("--fg-prob", type=float, default=0.5, help="share of patches centred on mitochondria")
     ap.add_argument("--hard", type=float, default=0.0,
                     help="share of patches centred on pixels the model gets wrong (hard examples)")
+    ap.add_argument("--ema", type=float, default=0.0, help="validate/keep a moving average of the weights")
     ap.add_argument("--mine-every", type=int, default=1000, help="find the hard examples again every N steps")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)
@@ -52,7 +53,7 @@ def main(argv=None):
     cfg = TrainConfig(
         steps=args.steps, batch=args.batch, patch=args.patch, base=args.base, val_every=args.val_every,
         seed=args.seed, name="mito-unet", lr=args.lr, init=args.init, fg_prob=args.fg_prob, hard_prob=args.hard,
-        mine_every=args.mine_every,
+        mine_every=args.mine_every, ema=args.ema,
         notes={"data": "EPFL/Lucchi training volume", "train_slices_list": f"{train[0]}-{train[-1]}",
                "val_slices_list": f"{val[0]}-{val[-1]}"},
     )

@@ -87,6 +87,7 @@ def test_patch_is_converted_to_model_pixels(files):
         ({"--steps": "0"}, "--steps must be at least 1"),
         ({"--masks": "probs.tif"}, "fractional values"),
         ({"--hard-examples": "0.7"}, "add up to at most 1"),
+        ({"--ema": "1"}, "--ema must be in"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(files, capsys, change, expected):

@@ -101,10 +101,11 @@ def test_checkpoint_round_trip_without_pickle(tmp_path, monkeypatch):
     assert torch.equal(next(model3.parameters()), next(model.parameters()))
 
 
-def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path, ema):
     img, mask = synthetic()
     pairs = [(img, mask, None)]
-    cfg = tiny(steps=8, val_every=4)
+    cfg = tiny(steps=8, val_every=4, ema=ema)
     run(train_segmenter(pairs, tmp_path / "a", cfg))
 
     stop = threading.Event()
@@ -127,6 +128,17 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
     wb = load_tensors(tmp_path / "b" / "last" / "model.safetensors")
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+    assert (tmp_path / "a" / "last" / "ema.safetensors").exists() == bool(ema)
+    if ema:  # the average survives the interruption too, and it is what was validated and kept
+        ea = load_tensors(tmp_path / "a" / "last" / "ema.safetensors")
+        eb = load_tensors(tmp_path / "b" / "last" / "ema.safetensors")
+        for k in ea:
+            torch.testing.assert_close(ea[k], eb[k], rtol=1e-5, atol=1e-6)
+        assert any(not torch.equal(ea[k], wa[k]) for k in ea if ea[k].is_floating_point())
+        run(train_segmenter(pairs, tmp_path / "c", tiny(steps=4, val_every=4, ema=ema)))
+        best = load_tensors(tmp_path / "c" / "model.safetensors")  # validated once, at the end
+        ec = load_tensors(tmp_path / "c" / "last" / "ema.safetensors")
+        assert all(torch.equal(best[k], v) for k, v in ec.items())
 
 
 def test_stop_leaves_a_valid_best_checkpoint(tmp_path):

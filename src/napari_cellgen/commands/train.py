@@ -57,6 +57,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "--mine-every steps (default 0: off; 0.3 taught the shipped model its look-alikes)")
     p.add_argument("--mine-every", type=int, default=1000, metavar="N",
                    help="steps between passes that find the hard examples (default 1000)")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="validate and keep a moving average of the weights (e.g. 0.999; default 0: off)")
     g = p.add_argument_group("architecture (--init scratch only)")
     g.add_argument("--base", type=int, default=16, help="features of the first level (default 16)")
     g.add_argument("--depth", type=int, default=4, help="number of poolings (default 4)")
@@ -101,6 +103,9 @@ def build_config(args):
     cfg.lr = args.lr if args.lr is not None else default_lr(init)
     cfg.val_fraction = args.val_fraction
     cfg.hard_prob, cfg.mine_every = args.hard_examples, args.mine_every
+    if not 0.0 <= args.ema < 1.0:
+        raise ValueError(f"--ema must be in [0, 1), got {args.ema}")
+    cfg.ema = args.ema
     cfg.val_every = args.val_every or max(1, args.steps // 20)
     cfg.name = args.name or Path(args.output).name
     if getattr(args, "synthetic", None):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .._progress import Progress
+from ..train.ema import ema_decay, ema_update
 from .config import GeneratorConfig, _lr_factor, _now, _out_of_time, dihedral
 from .schedule import DEFAULT_SCHEDULE
 
@@ -78,16 +79,6 @@ class LatentBatches:
             mt = None if m is None else torch.from_numpy(np.ascontiguousarray(m))[None]
             conds.append(mask_condition(mt, self.factor, (1, c, c)))
         return torch.stack(lats), torch.cat(conds)
-
-
-def _ema_update(ema, model, decay: float) -> None:
-    import torch
-
-    with torch.no_grad():
-        for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
-            pe.lerp_(p, 1.0 - decay)
-        for be, b in zip(ema.buffers(), model.buffers(), strict=True):
-            be.copy_(b)
 
 
 def _val_batch(latents, masks, val_z, crop, factor, seed, n=32):
@@ -251,7 +242,7 @@ def train_denoiser(
             torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
             opt.step()
             step += 1
-            _ema_update(ema, denoiser, min(cfg.ema_decay, (1 + step) / (10 + step)))
+            ema_update(ema, denoiser, ema_decay(cfg.ema_decay, step))
             info = {"loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"]}
             if step % cfg.val_every == 0 or step == cfg.diffusion_steps:
                 m = _val_loss(ema, sched, val, shift, scale, device)

@@ -30,6 +30,7 @@ class TrainConfig:
     elastic_p: float = 0.3
     hard_prob: float = 0.0  # share of patches centred on pixels the model currently gets wrong
     mine_every: int = 1000  # re-find those pixels (one pass over the training slices) every N steps
+    ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (e.g. 0.999)
     init: str = "scratch"  # "scratch", "default", a model name or a folder
     base: int = 16
     depth: int = 4
@@ -259,11 +260,28 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
             syn_sampler.rng.bit_generator.state = st["synthetic_rng"]
         gen.set_state(torch.tensor(st["aug_rng"], dtype=torch.uint8))
     model.to(device).train()
+    ema = None
+    if cfg.ema:
+        import copy
+
+        from ..models.store import load_tensors
+        from .ema import ema_decay, ema_update
+
+        ema = copy.deepcopy(model)  # validated and saved in place of the raw weights
+        if resume and (out_dir / "last" / "ema.safetensors").exists():
+            ema.load_state_dict(load_tensors(out_dir / "last" / "ema.safetensors"))
+        for p in ema.parameters():
+            p.requires_grad_(False)
+    judged = ema if ema is not None else model
     best_written = (out_dir / "model.safetensors").exists() and resume
     t0, seen, last_loss = time.perf_counter(), 0, float("nan")
     next_mine, n_hard = step, 0  # hard examples are found again on resume (they are not saved)
 
     def checkpoint_last():
+        if ema is not None:
+            from ..models.store import save_tensors
+
+            save_tensors(out_dir / "last" / "ema.safetensors", ema.state_dict())
         save_training_state(
             out_dir / "last",
             model,
@@ -284,7 +302,7 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
         nonlocal best_written
         card["metrics"] = {"val_iou": iou, "step": step, "samples_seen": step * cfg.batch}
         card["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        save_model(out_dir, model, card)
+        save_model(out_dir, judged, card)
         best_written = True
 
     try:
@@ -308,6 +326,8 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+            if ema is not None:
+                ema_update(ema, model, ema_decay(cfg.ema, step))
             step += 1
             seen += cfg.batch
             last_loss = float(loss.detach())
@@ -316,7 +336,7 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
             if cfg.hard_prob:
                 info["hard_pixels"] = n_hard
             if val_regions and (step % cfg.val_every == 0 or step == cfg.steps):
-                iou = evaluate(model, val_regions, card, device)
+                iou = evaluate(judged, val_regions, card, device)
                 history.append({"step": step, "loss": last_loss, "val_iou": iou,
                                 "time_s": time.perf_counter() - t0})
                 info["val_iou"] = iou
@@ -329,7 +349,7 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
         # stopped, crashed or finished: the best checkpoint must exist and ``last`` be current
         # (unless nothing was trained: an untouched model is not a result)
         if not best_written and step:
-            iou = evaluate(model, val_regions, card, device) if val_regions else float("nan")
+            iou = evaluate(judged, val_regions, card, device) if val_regions else float("nan")
             write_best(iou)
         if step:
             checkpoint_last()
