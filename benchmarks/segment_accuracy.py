@@ -38,6 +38,7 @@ def main(argv=None):
     ap.add_argument("--first", type=int, default=140, help="first held-out slice")
     ap.add_argument("--min-size", type=int, default=200)
     ap.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    ap.add_argument("--median", action="store_true", help="3x3x3 median filter on the probabilities (cellgen --median)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/segment_accuracy.json"))
     args = ap.parse_args(argv)
 
@@ -47,12 +48,12 @@ def main(argv=None):
     t0 = time.perf_counter()
     prob = run(predict_stack(model, card, img, np.zeros(img.shape, np.float32), tta=args.tta))
     t_pred = time.perf_counter() - t0
-    res = {"model": card.get("name"), "tta": args.tta, "slices": f"{args.first}-{args.first + len(img) - 1}",
-           "thresholds": {}}
+    res = {"model": card.get("name"), "tta": args.tta, "median": args.median,
+           "slices": f"{args.first}-{args.first + len(img) - 1}", "thresholds": {}}
     for t in (0.3, 0.4, 0.5, 0.6, 0.7):
         res["thresholds"][str(t)] = iou(prob >= t, gt)
     labels = np.zeros(img.shape, np.uint32)
-    n = run(label_stack(prob, labels, threshold=0.5, min_size=args.min_size))
+    n = run(label_stack(prob, labels, threshold=0.5, min_size=args.min_size, median=args.median))
     res.update(
         iou_raw=res["thresholds"]["0.5"],
         iou_postprocessed=iou(labels > 0, gt),
