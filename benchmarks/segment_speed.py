@@ -54,6 +54,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--big", type=float, default=0, help="also segment a stack of this many GB")
     ap.add_argument("--model", default="mito-unet")
+    ap.add_argument("--tta", action="store_true", help="cellgen segment --tta (flip test-time augmentation)")
+    ap.add_argument("--median", action="store_true", help="cellgen segment --median")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/segment_speed.json"))
     args = ap.parse_args(argv)
     res = {"machine": f"{os.cpu_count()} cores", "torch_threads": os.environ.get("OMP_NUM_THREADS", "default")}
@@ -69,10 +71,12 @@ def main(argv=None):
         else:
             vol = DATA / "training.tif"
             shape = tifffile.TiffFile(vol).series[0].shape
+            opts = [f"--{o}" for o in ("tta", "median") if getattr(args, o)]
             r = run_cli(["segment", str(vol), "-o", str(tmp / "labels.tif"), "--csv", str(tmp / "o.csv"),
-                         "--model", args.model, "--quiet"])
+                         "--model", args.model, "--quiet", *opts])
             vox = int(np.prod(shape))
-            res["lucchi"] = {"shape": list(shape), **r, "mpix_per_s": vox / 1e6 / r["wall_s"]}
+            key = "_".join(["lucchi", *(o[2:] for o in opts)])  # lucchi, lucchi_tta, lucchi_tta_median ...
+            res[key] = {"shape": list(shape), "options": opts, **r, "mpix_per_s": vox / 1e6 / r["wall_s"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(args.out.read_text()) if args.out.exists() else {}
     old.update(res)
