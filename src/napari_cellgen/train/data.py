@@ -184,21 +184,19 @@ class PatchSampler:
 
     def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
         imgs, masks = [], []
+        use_hard = bool(len(self.hard)) and self.hard_prob > 0
+        # among the other patches, the foreground share that keeps fg_prob overall
+        fg_prob = self.fg_prob / (1.0 - self.hard_prob) if use_hard and self.hard_prob < 1 else self.fg_prob
         for _ in range(batch):
-            fg_prob = self.fg_prob
-            if len(self.hard) and self.hard_prob:
-                if self.rng.random() < self.hard_prob:
-                    i, cy, cx = self.hard[self.rng.integers(len(self.hard))]
-                    a, m = self._crop(self.regions[i], cy, cx)
-                    imgs.append(a)
-                    masks.append(m[None])
-                    continue
-                fg_prob = self.fg_prob / (1.0 - self.hard_prob)  # the same overall foreground share
-            r = self.regions[self.rng.choice(len(self.regions), p=self.weights)]
-            if len(r.fg) and self.rng.random() < fg_prob:
-                cy, cx = r.fg[self.rng.integers(len(r.fg))]
+            if use_hard and self.rng.random() < self.hard_prob:
+                i, cy, cx = self.hard[self.rng.integers(len(self.hard))]
+                r = self.regions[i]
             else:
-                cy, cx = self.rng.integers(r.mask.shape[0]), self.rng.integers(r.mask.shape[1])
+                r = self.regions[self.rng.choice(len(self.regions), p=self.weights)]
+                if len(r.fg) and self.rng.random() < fg_prob:
+                    cy, cx = r.fg[self.rng.integers(len(r.fg))]
+                else:
+                    cy, cx = self.rng.integers(r.mask.shape[0]), self.rng.integers(r.mask.shape[1])
             a, m = self._crop(r, cy, cx)
             imgs.append(a)
             masks.append(m[None])
