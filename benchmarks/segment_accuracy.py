@@ -20,7 +20,7 @@ import numpy as np
 import tifffile
 
 from napari_cellgen._progress import run
-from napari_cellgen.models.store import load_model
+from napari_cellgen.segment.pipeline import get_model
 from napari_cellgen.segment.postprocess import label_stack
 from napari_cellgen.segment.predict import predict_stack
 
@@ -37,14 +37,15 @@ def main(argv=None):
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--first", type=int, default=140, help="first held-out slice")
     ap.add_argument("--min-size", type=int, default=200)
-    ap.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    ap.add_argument("--tta", type=int, nargs="?", const=4, default=1, choices=(1, 2, 4), metavar="VIEWS",
+                    help="test-time augmentation views (default 1: the raw model; cellgen's default is 2)")
     ap.add_argument("--median", action="store_true", help="3x3x3 median filter on the probabilities (cellgen --median)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/segment_accuracy.json"))
     args = ap.parse_args(argv)
 
     img = tifffile.imread(args.data / "training.tif")[args.first :]
     gt = tifffile.imread(args.data / "training_groundtruth.tif")[args.first :] > 0
-    model, card = load_model(args.model)
+    model, card = get_model(args.model, "cpu", frozen=True)  # as cellgen segment runs it
     t0 = time.perf_counter()
     prob = run(predict_stack(model, card, img, np.zeros(img.shape, np.float32), tta=args.tta))
     t_pred = time.perf_counter() - t0

@@ -54,11 +54,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--big", type=float, default=0, help="also segment a stack of this many GB")
     ap.add_argument("--model", default="mito-unet")
-    ap.add_argument("--tta", action="store_true", help="cellgen segment --tta (flip test-time augmentation)")
+    ap.add_argument("--tta", type=int, default=None, choices=(1, 2, 4), metavar="VIEWS",
+                    help="cellgen segment --tta VIEWS (default: cellgen's default)")
     ap.add_argument("--median", action="store_true", help="cellgen segment --median")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/segment_speed.json"))
     args = ap.parse_args(argv)
-    res = {"machine": f"{os.cpu_count()} cores", "torch_threads": os.environ.get("OMP_NUM_THREADS", "default")}
+    res = {"machine": f"{os.cpu_count()} cores", "torch_threads": os.environ.get("OMP_NUM_THREADS", "default"),
+           "date": __import__("datetime").date.today().isoformat()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.big:
@@ -71,11 +73,12 @@ def main(argv=None):
         else:
             vol = DATA / "training.tif"
             shape = tifffile.TiffFile(vol).series[0].shape
-            opts = [f"--{o}" for o in ("tta", "median") if getattr(args, o)]
+            opts = ([f"--tta={args.tta}"] if args.tta else []) + (["--median"] if args.median else [])
             r = run_cli(["segment", str(vol), "-o", str(tmp / "labels.tif"), "--csv", str(tmp / "o.csv"),
                          "--model", args.model, "--quiet", *opts])
             vox = int(np.prod(shape))
-            key = "_".join(["lucchi", *(o[2:] for o in opts)])  # lucchi, lucchi_tta, lucchi_tta_median ...
+            # lucchi, lucchi_tta1, lucchi_tta4_median ...
+            key = "_".join(["lucchi", *(o[2:].replace("=", "") for o in opts)])
             res[key] = {"shape": list(shape), "options": opts, **r, "mpix_per_s": vox / 1e6 / r["wall_s"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(args.out.read_text()) if args.out.exists() else {}

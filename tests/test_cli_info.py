@@ -90,7 +90,7 @@ def test_headless_demo_segments_with_the_default_model(tmp_path, no_models, monk
     # an untrained net gives no objects; make "dark is mitochondrion" the model's answer
     monkeypatch.setattr(
         "napari_cellgen.segment.predict.make_forward",
-        lambda m, device="cpu": lambda b: (b[:, 1] < np.percentile(b[:, 1], 10)).astype(np.float32),
+        lambda m, device="cpu", tta=1: lambda b: (b[:, 1] < np.percentile(b[:, 1], 10)).astype(np.float32),
     )
     out = tmp_path / "demo"
     assert cli.main(["demo", "--headless", "--out", str(out)]) == 0

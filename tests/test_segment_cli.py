@@ -22,7 +22,7 @@ def tiny(tmp_path, monkeypatch):
 @pytest.fixture
 def bright_is_foreground(monkeypatch):
     monkeypatch.setattr("napari_cellgen.segment.predict.make_forward",
-                        lambda m, device="cpu": lambda b: (b[:, 1] > 0.5).astype(np.float32))
+                        lambda m, device="cpu", tta=1: lambda b: (b[:, 1] > 0.5).astype(np.float32))
 
 
 def _stack(tmp_path):
@@ -96,3 +96,33 @@ def test_cli_bad_inputs_exit_2(tmp_path, tiny, capsys):
         err = capsys.readouterr().err
         assert msg in err and "Traceback" not in err, (argv, err)
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_tta_views_average_the_model_over_rotations():
+    import torch
+
+    from napari_cellgen.segment.predict import make_forward, tta_views
+
+    assert [tta_views(v) for v in (1, 2, 4, "2", True, False, None)] == [1, 2, 4, 2, 4, 1, 1]
+    for bad in (3, 0, "two"):
+        with pytest.raises(ValueError, match="1, 2 or 4 views"):
+            tta_views(bad)
+    torch.manual_seed(0)
+    net = UNet(3, 1, base=2, depth=2).eval()
+    x = np.random.default_rng(0).random((2, 3, 16, 24)).astype(np.float32)
+    with torch.inference_mode():
+        t = torch.from_numpy(x)
+        plain, rot = net(t), net(t.flip((-2, -1))).flip((-2, -1))
+    expect2 = torch.sigmoid((plain + rot) / 2)[:, 0].numpy()
+    np.testing.assert_allclose(make_forward(net, tta=2)(x), expect2, atol=1e-6)
+    np.testing.assert_allclose(make_forward(net, tta=1)(x), torch.sigmoid(plain)[:, 0].numpy(), atol=1e-6)
+    assert not np.allclose(make_forward(net, tta=1)(x), expect2, atol=1e-6)  # the rotation does count
+
+
+def test_bad_tta_is_refused_before_any_work(tmp_path, tiny, capsys):
+    with pytest.raises(ValueError, match="1, 2 or 4 views"):
+        segment(np.zeros((20, 20), np.float32), SegmentOptions(model=tiny, tta=3))
+    path, _ = _stack(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["segment", str(path), "-o", str(tmp_path / "l.tif"), "--tta", "3"])
+    assert exc.value.code == 2 and "--tta" in capsys.readouterr().err

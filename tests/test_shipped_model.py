@@ -30,3 +30,24 @@ def test_shipped_model_segments_the_sample_well_above_chance():
     chance = gt.mean()  # IoU of predicting everything foreground
     assert iou > 0.6 > chance, iou
     assert res.n_objects >= 1 and len(res.table["label"]) == res.n_objects
+
+
+def test_frozen_cpu_model_matches_the_eager_one_at_any_size():
+    import pickle
+
+    import pytest
+    import torch
+
+    from napari_cellgen.segment.pipeline import get_model
+
+    eager, _ = get_model(DEFAULT_MODEL, "cpu")
+    frozen, _ = get_model(DEFAULT_MODEL, "cpu", frozen=True)
+    assert isinstance(frozen, torch.jit.ScriptModule)
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        for shape in ((1, 3, 16, 16), (2, 3, 48, 80), (1, 3, 160, 96)):
+            x = torch.rand(*shape)
+            np.testing.assert_allclose(frozen(x).numpy(), eager(x).numpy(), atol=1e-4)
+    with pytest.raises(Exception):  # noqa: B017 - why the blockwise path keeps the eager model
+        pickle.dumps(frozen)
+    pickle.dumps(eager)

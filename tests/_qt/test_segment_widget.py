@@ -29,7 +29,7 @@ def _widget_with(make_napari_viewer, monkeypatch, forward):
     from napari_cellgen._qt.segment_widget import SegmentWidget
     from napari_cellgen.segment import pipeline
 
-    monkeypatch.setattr("napari_cellgen.segment.predict.make_forward", lambda model, device="cpu": forward)
+    monkeypatch.setattr("napari_cellgen.segment.predict.make_forward", lambda model, device="cpu", tta=1: forward)
     pipeline._MODEL_CACHE.clear()
     viewer = make_napari_viewer()
     viewer.add_image(_image(), name="em")
@@ -44,6 +44,10 @@ def test_segment_widget_makes_labels_with_features(make_napari_viewer, qtbot, ti
     # a deterministic stand-in for the network: foreground = bright input
     viewer, w = _widget_with(make_napari_viewer, monkeypatch, lambda batch: (batch[:, 0] > 0.5).astype(np.float32))
     assert "tiny" in w.model.choices and w.model.value == "tiny"
+    assert w.options().tta == 2  # the default: the image and its 180° rotation
+    w.views.value = 4
+    assert w.options().tta == 4
+    w.views.value = 2
     w.start()
     qtbot.waitUntil(lambda: "em mitochondria" in viewer.layers, timeout=20000)
     layer = viewer.layers["em mitochondria"]
@@ -66,7 +70,7 @@ def test_menu_command_segments_selected_layer(make_napari_viewer, qtbot, tiny_mo
 
     monkeypatch.setattr("napari_cellgen.models.store.DEFAULT_MODEL", "tiny")
     monkeypatch.setattr("napari_cellgen.segment.predict.make_forward",
-                        lambda m, device="cpu": lambda b: (b[:, 0] > 0.5).astype(np.float32))
+                        lambda m, device="cpu", tta=1: lambda b: (b[:, 0] > 0.5).astype(np.float32))
     pipeline._MODEL_CACHE.clear()
     viewer = make_napari_viewer()
     viewer.add_image(_image()[0], name="slice")
@@ -93,7 +97,7 @@ def test_cancel_stops_work(make_napari_viewer, qtbot, tiny_model, monkeypatch):
 
     calls = []
 
-    def slow_forward(model, device="cpu"):
+    def slow_forward(model, device="cpu", tta=1):
         def fn(batch):
             calls.append(1)
             time.sleep(0.05)

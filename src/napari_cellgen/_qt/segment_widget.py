@@ -123,6 +123,10 @@ class SegmentWidget(Container):
         self.mode = ComboBox(label="labels", choices=["3D", "2D per slice"], value="3D")
         self.min_size = SpinBox(label="min size (px)", min=0, max=10**7, value=200)
         self.split = CheckBox(label="split touching", value=False)
+        self.views = ComboBox(label="views", choices=[("1 (fastest)", 1), ("2 (+ 180° rotation)", 2),
+                                                       ("4 (flips)", 4)], value=2,
+                              tooltip="test-time augmentation: average the model over this many views of "
+                                      "the image (steadier on ambiguous objects; each view costs one pass)")
         self.scheduler = LineEdit(label="dask scheduler", value="",
                                   tooltip="empty: segment in this process. tcp://HOST:8786: block by block on "
                                           "that dask cluster (workers must be able to read the image file); "
@@ -132,8 +136,8 @@ class SegmentWidget(Container):
         self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = Label(value="")
         self.extend([self.image, self.model, self.model_dir, self.threshold, self.tile, self.overlap,
-                     self.device, self.mode, self.min_size, self.split, self.scheduler, self.run_btn, self.cancel_btn,
-                     self.progress, self.status])
+                     self.device, self.mode, self.min_size, self.split, self.views, self.scheduler,
+                     self.run_btn, self.cancel_btn, self.progress, self.status])
         self.run_btn.changed.connect(self.start)
         self.cancel_btn.changed.connect(self.cancel)
 
@@ -146,7 +150,7 @@ class SegmentWidget(Container):
             model=model, threshold=float(self.threshold.value), tile=int(self.tile.value) or None,
             overlap=int(self.overlap.value), device=self.device.value,
             mode="3d" if self.mode.value == "3D" else "2d", min_size=int(self.min_size.value),
-            split=bool(self.split.value),
+            split=bool(self.split.value), tta=int(self.views.value),
         )
 
     def start(self):

@@ -38,7 +38,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--2d", dest="two_d", action="store_true", help="label each slice on its own")
     p.add_argument("--split", action="store_true", help="split touching objects (watershed)")
     p.add_argument("--median", action="store_true", help="3x3x3 median filter on probabilities")
-    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x slower)")
+    p.add_argument("--tta", type=int, nargs="?", const=4, default=2, choices=(1, 2, 4), metavar="VIEWS",
+                   help="test-time augmentation: average the model over 1 view (fastest), 2 (the image "
+                   "and its 180° rotation; default) or 4 (the four flips; --tta alone)")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--probabilities", help="also write the probability map (uint8, 0-255) here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

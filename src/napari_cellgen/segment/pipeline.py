@@ -27,7 +27,7 @@ class SegmentOptions:
     split: bool = False
     device: str = "auto"
     batch_size: int = 4
-    tta: bool = False  # flip test-time augmentation (4x slower)
+    tta: int = 2  # views averaged: 1 (fastest), 2 (+ the 180° rotation), 4 (the four flips)
     measure: bool = True
 
 
@@ -44,19 +44,25 @@ class SegmentResult:
 _MODEL_CACHE: dict[tuple, tuple] = {}
 
 
-def get_model(name=None, device: str = "cpu"):
-    """Load (and cache) a model by name or folder."""
+def get_model(name=None, device: str = "cpu", frozen: bool = False):
+    """Load (and cache) a model by name or folder, batch norm fused.
+
+    ``frozen`` (CPU only): a TorchScript copy optimised for inference (faster, not
+    picklable: the blockwise path, which ships the model to workers, keeps the eager one).
+    """
     from ..models.store import load_model, resolve
-    from ..models.unet import fuse_batchnorm
+    from ..models.unet import freeze_for_cpu, fuse_batchnorm
 
     folder = resolve(name)
     weights = folder / "model.safetensors"
+    frozen = frozen and device == "cpu"
     # the weights' mtime is part of the key: a model re-registered under the same name reloads
-    key = (str(folder), weights.stat().st_mtime_ns if weights.exists() else 0, device)
+    key = (str(folder), weights.stat().st_mtime_ns if weights.exists() else 0, device, frozen)
     if key not in _MODEL_CACHE:
         _MODEL_CACHE.clear()
         model, card = load_model(name, device)
-        _MODEL_CACHE[key] = (fuse_batchnorm(model), card)
+        model = fuse_batchnorm(model)
+        _MODEL_CACHE[key] = (freeze_for_cpu(model) if frozen else model, card)
     return _MODEL_CACHE[key]
 
 
@@ -78,15 +84,16 @@ def segment_iter(
     """
     from .measure import measure_iter
     from .postprocess import label_stack
-    from .predict import check_image, pick_device, predict_stack
+    from .predict import check_image, pick_device, predict_stack, tta_views
 
     opt = options or SegmentOptions()
     check_image(image)
     if not 0.0 < opt.threshold < 1.0:
         raise ValueError(f"threshold must be between 0 and 1, got {opt.threshold}")
+    tta_views(opt.tta)  # a bad value fails here, before any work
     device = pick_device(opt.device)
     if model is None:
-        net, card = get_model(opt.model, device)
+        net, card = get_model(opt.model, device, frozen=True)
     else:
         net, card = model
     if prob_out is None:

@@ -44,24 +44,48 @@ def check_image(image) -> None:
         raise ValueError(f"the image must be numeric, got dtype {dtype}")
 
 
-def make_forward(model, device: str = "cpu", tta: bool = False):
+# test-time augmentation: the flips whose (un-flipped) logits are averaged, by number of views
+TTA_VIEWS = {1: ((),), 2: ((), (-2, -1)), 4: ((), (-1,), (-2,), (-2, -1))}
+
+
+def tta_views(tta) -> int:
+    """Number of views from ``tta``: 1, 2 (image + 180° rotation) or 4 (the four flips).
+
+    ``True``/``False`` (the old on/off switch) mean 4 and 1.
+    """
+    if tta is True or tta is False or tta is None:
+        return 4 if tta else 1
+    try:
+        views = int(tta)
+    except (TypeError, ValueError):
+        views = -1
+    if views not in TTA_VIEWS:
+        raise ValueError(f"test-time augmentation takes 1, 2 or 4 views, got {tta!r}")
+    return views
+
+
+def make_forward(model, device: str = "cpu", tta=1):
     """Wrap ``model`` as a numpy batch -> sigmoid probability function under inference_mode.
 
-    ``tta``: average the logits over the four flips (4x the compute, smoother borders).
+    ``tta``: views whose logits are averaged (:func:`tta_views`): 1 = the image as is,
+    2 = also its 180° rotation (2x the compute), 4 = the four flips (4x). Averaging
+    views steadies the model's yes/no on ambiguous objects (README, "Measured").
     """
     import torch
+
+    views = TTA_VIEWS[tta_views(tta)]
 
     def fn(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
-            if not tta:
+            if len(views) == 1:
                 return torch.sigmoid(model(x))[:, 0].float().cpu().numpy()
             acc = 0
-            for dims in ((), (-1,), (-2,), (-2, -1)):
+            for dims in views:
                 xi = x.flip(dims) if dims else x
                 yi = model(xi)
                 acc = acc + (yi.flip(dims) if dims else yi)
-            return torch.sigmoid(acc / 4)[:, 0].float().cpu().numpy()
+            return torch.sigmoid(acc / len(views))[:, 0].float().cpu().numpy()
 
     return fn
 
@@ -76,7 +100,7 @@ def predict_stack(
     overlap: int | None = None,
     batch_size: int = 4,
     device: str = "cpu",
-    tta: bool = False,
+    tta=1,
     zs: range | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Foreground probabilities for a (Y, X) image or (Z, Y, X) stack.
@@ -109,7 +133,7 @@ def predict_stack(
     overlap = int(card.get("overlap", 32) if overlap is None else overlap)
     divisor = 2 ** int(card["architecture"].get("depth", 0))
     small = scaled_shape(hw, scale)
-    fn = make_forward(model, device, tta) if tta else make_forward(model, device)
+    fn = make_forward(model, device, tta)
     cache: dict[int, np.ndarray] = {}
 
     def plane(z: int) -> np.ndarray:

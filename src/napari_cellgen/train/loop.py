@@ -31,6 +31,8 @@ class TrainConfig:
     hard_prob: float = 0.0  # share of patches centred on pixels the model currently gets wrong
     mine_every: int = 1000  # re-find those pixels (one pass over the training slices) every N steps
     ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (e.g. 0.999)
+    dice: str = "sample"  # soft Dice per patch ("sample") or over the whole batch ("batch")
+    rescale: float | None = None  # continue from ``init`` at this scale (and cfg.tile) instead of its own
     init: str = "scratch"  # "scratch", "default", a model name or a folder
     base: int = 16
     depth: int = 4
@@ -51,15 +53,27 @@ def _lr_factor(step: int, total: int, warmup: float) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - w) / max(1, total - w))))
 
 
-def _loss(logits, target):
+DICE_MODES = ("sample", "batch")
+
+
+def _loss(logits, target, dice: str = "sample"):
+    """Binary cross-entropy plus soft Dice.
+
+    ``dice="sample"`` averages one Dice per patch; ``"batch"`` computes one Dice over
+    the whole batch, so a patch with no (or a sliver of) foreground, such as one
+    centred on a look-alike, does not dominate the gradient.
+    """
     import torch
     from torch.nn import functional as F
 
+    if dice not in DICE_MODES:
+        raise ValueError(f"dice must be one of {DICE_MODES}, got {dice!r}")
     bce = F.binary_cross_entropy_with_logits(logits, target)
     p = torch.sigmoid(logits)
-    inter = (p * target).sum((1, 2, 3))
-    dice = 1 - (2 * inter + 1) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
-    return bce + dice.mean()
+    dims = (0, 1, 2, 3) if dice == "batch" else (1, 2, 3)
+    inter = (p * target).sum(dims)
+    d = 1 - (2 * inter + 1) / (p.sum(dims) + target.sum(dims) + 1)
+    return bce + d.mean()
 
 
 def _region_probs(model, regions: Sequence[Region], card: dict, device: str = "cpu", batch_size: int = 4):
@@ -120,6 +134,10 @@ def _init_model(cfg: TrainConfig):
     card = {k: parent[k] for k in ("context", "scale", "tile", "overlap", "normalization") if k in parent}
     card.setdefault("tile", cfg.tile)
     card.setdefault("overlap", cfg.overlap)
+    if cfg.rescale:  # the same network, taught to work at another resolution
+        if not 0.05 <= cfg.rescale <= 1.0:
+            raise DataError(f"the new scale must be between 0.05 and 1, got {cfg.rescale}")
+        card["scale"], card["tile"] = float(cfg.rescale), int(cfg.tile)
     card["parent"] = parent.get("name", str(cfg.init))
     model.train()
     return model, card
@@ -322,7 +340,7 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
             x, y = augment(torch.from_numpy(x), torch.from_numpy(y), gen, elastic_p=cfg.elastic_p)
             # explicit: a reused worker thread may have been left in no-grad/inference mode
             with torch.inference_mode(False), torch.enable_grad():
-                loss = _loss(model(x.to(device)), y.to(device))
+                loss = _loss(model(x.to(device)), y.to(device), cfg.dice)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

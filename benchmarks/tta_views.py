@@ -1,0 +1,80 @@
+"""How much test-time augmentation steadies the segmenter: IoU of each single view and of their averages.
+
+Each view is the model applied to a flipped copy of the held-out Lucchi slices
+(140-164), flipped back; views are averaged as logits, as ``cellgen segment --tta``
+does. Scored at model resolution against the area-downsampled ground truth
+(threshold 0.5), like the training loop's validation.
+
+    python benchmarks/tta_views.py [--model mito-unet] [--out benchmarks/results/tta_views.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+
+from napari_cellgen._progress import run
+from napari_cellgen.models.store import load_model
+from napari_cellgen.segment.tiling import predict_plane
+from napari_cellgen.train.data import build_regions
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lucchi"
+FLIPS = {"identity": (), "flip x": (-1,), "flip y": (-2,), "rotate 180": (-2, -1)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="mito-unet")
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--first", type=int, default=140, help="first held-out slice")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/tta_views.json"))
+    args = ap.parse_args(argv)
+
+    img = tifffile.imread(args.data / "training.tif")
+    gt = tifffile.imread(args.data / "training_groundtruth.tif")
+    model, card = load_model(args.model)
+    model.eval()
+    regions = build_regions(img, gt, list(range(args.first, img.shape[0])), card)
+    truth = np.stack([r.mask >= 0.5 for r in regions])
+    divisor = 2 ** int(card["architecture"]["depth"])
+
+    def logits(dims):
+        def fn(batch):
+            with torch.inference_mode():
+                x = torch.from_numpy(np.ascontiguousarray(batch))
+                y = model(x.flip(dims) if dims else x)
+                return (y.flip(dims) if dims else y)[:, 0].numpy()
+
+        return np.stack([run(predict_plane(fn, r.planes, card["tile"], card["overlap"], 4, divisor))
+                         for r in regions])
+
+    def iou(lg):
+        p = lg >= 0
+        return float((p & truth).sum() / max(1, (p | truth).sum()))
+
+    views = {name: logits(dims) for name, dims in FLIPS.items()}
+    res = {
+        "what": "foreground IoU at model resolution, threshold 0.5, of single views and of averaged views",
+        "model": card.get("name"), "model_path": str(args.model),
+        "slices": f"{args.first}-{img.shape[0] - 1}",
+        "single": {k: iou(v) for k, v in views.items()},
+        "pairs": {f"{a} + {b}": iou((views[a] + views[b]) / 2) for a, b in itertools.combinations(views, 2)},
+        "all four": iou(sum(views.values()) / 4),
+        "machine": f"{os.cpu_count()} cores", "torch": torch.__version__,
+        "date": dt.date.today().isoformat(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2))
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
