@@ -45,7 +45,7 @@ def main(argv=None):
 
     img = tifffile.imread(args.data / "training.tif")[args.first :]
     gt = tifffile.imread(args.data / "training_groundtruth.tif")[args.first :] > 0
-    model, card = get_model(args.model, "cpu", frozen=True)  # as cellgen segment runs it
+    model, card = get_model(args.model, "cpu")  # as cellgen segment runs it
     t0 = time.perf_counter()
     prob = run(predict_stack(model, card, img, np.zeros(img.shape, np.float32), tta=args.tta))
     t_pred = time.perf_counter() - t0

@@ -32,22 +32,23 @@ def test_shipped_model_segments_the_sample_well_above_chance():
     assert res.n_objects >= 1 and len(res.table["label"]) == res.n_objects
 
 
-def test_frozen_cpu_model_matches_the_eager_one_at_any_size():
+
+def test_cpu_model_is_channels_last_and_matches_the_plain_one():
     import pickle
 
-    import pytest
     import torch
 
+    from napari_cellgen.models.unet import fuse_batchnorm
     from napari_cellgen.segment.pipeline import get_model
+    from napari_cellgen.segment.predict import make_forward
 
-    eager, _ = get_model(DEFAULT_MODEL, "cpu")
-    frozen, _ = get_model(DEFAULT_MODEL, "cpu", frozen=True)
-    assert isinstance(frozen, torch.jit.ScriptModule)
-    torch.manual_seed(0)
-    with torch.inference_mode():
-        for shape in ((1, 3, 16, 16), (2, 3, 48, 80), (1, 3, 160, 96)):
-            x = torch.rand(*shape)
-            np.testing.assert_allclose(frozen(x).numpy(), eager(x).numpy(), atol=1e-4)
-    with pytest.raises(Exception):  # noqa: B017 - why the blockwise path keeps the eager model
-        pickle.dumps(frozen)
-    pickle.dumps(eager)
+    fast, _ = get_model(DEFAULT_MODEL, "cpu")
+    assert fast.head.weight.is_contiguous(memory_format=torch.channels_last)
+    plain = fuse_batchnorm(load_model(DEFAULT_MODEL)[0])
+    rng = np.random.default_rng(0)
+    for shape in ((1, 3, 16, 16), (2, 3, 48, 80), (1, 3, 160, 96)):
+        x = rng.random(shape, dtype=np.float32)
+        with torch.inference_mode():
+            expect = torch.sigmoid(plain(torch.from_numpy(x)))[:, 0].numpy()
+        np.testing.assert_allclose(make_forward(fast)(x), expect, atol=1e-5)
+    pickle.dumps(fast)  # the blockwise path ships it to dask workers

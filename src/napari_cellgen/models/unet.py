@@ -101,25 +101,3 @@ def fuse_batchnorm(model: UNet) -> UNet:
                 block[i] = nn.Identity()
     return model
 
-
-def freeze_for_cpu(model: UNet) -> nn.Module:
-    """A frozen TorchScript copy of a (fused) U-Net, optimised for CPU inference.
-
-    ``torch.jit.optimize_for_inference`` lets oneDNN fuse each convolution with its
-    ReLU and keep its own memory layout between layers: about 1.3x faster on a
-    2-core CPU, the same outputs to float precision, any input size (the network
-    is shape-agnostic; the trace only records operations). Falls back to ``model``
-    itself if this torch cannot script it. Not picklable: keep ``model`` for
-    sending to other processes.
-    """
-    import warnings
-
-    d = model.divisor
-    example = torch.zeros(1, model.config["in_channels"], 2 * d, 2 * d)
-    try:
-        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            traced = torch.jit.trace(model.eval(), example, check_trace=False)
-            return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-    except Exception:  # an old or unusual torch build: the eager model is just slower
-        return model

@@ -44,25 +44,29 @@ class SegmentResult:
 _MODEL_CACHE: dict[tuple, tuple] = {}
 
 
-def get_model(name=None, device: str = "cpu", frozen: bool = False):
-    """Load (and cache) a model by name or folder, batch norm fused.
+def get_model(name=None, device: str = "cpu"):
+    """Load (and cache) a model by name or folder, ready for inference.
 
-    ``frozen`` (CPU only): a TorchScript copy optimised for inference (faster, not
-    picklable: the blockwise path, which ships the model to workers, keeps the eager one).
+    Batch norm is folded into the convolutions; on the CPU the weights are stored
+    channels-last (with channels-last inputs from :func:`.predict.make_forward`,
+    oneDNN runs this U-Net about 1.5x faster on a 2-core CPU, same outputs).
     """
+    import torch
+
     from ..models.store import load_model, resolve
-    from ..models.unet import freeze_for_cpu, fuse_batchnorm
+    from ..models.unet import fuse_batchnorm
 
     folder = resolve(name)
     weights = folder / "model.safetensors"
-    frozen = frozen and device == "cpu"
     # the weights' mtime is part of the key: a model re-registered under the same name reloads
-    key = (str(folder), weights.stat().st_mtime_ns if weights.exists() else 0, device, frozen)
+    key = (str(folder), weights.stat().st_mtime_ns if weights.exists() else 0, device)
     if key not in _MODEL_CACHE:
         _MODEL_CACHE.clear()
         model, card = load_model(name, device)
         model = fuse_batchnorm(model)
-        _MODEL_CACHE[key] = (freeze_for_cpu(model) if frozen else model, card)
+        if device == "cpu":
+            model = model.to(memory_format=torch.channels_last)
+        _MODEL_CACHE[key] = (model, card)
     return _MODEL_CACHE[key]
 
 
@@ -93,7 +97,7 @@ def segment_iter(
     tta_views(opt.tta)  # a bad value fails here, before any work
     device = pick_device(opt.device)
     if model is None:
-        net, card = get_model(opt.model, device, frozen=True)
+        net, card = get_model(opt.model, device)
     else:
         net, card = model
     if prob_out is None:

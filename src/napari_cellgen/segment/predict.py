@@ -78,6 +78,8 @@ def make_forward(model, device: str = "cpu", tta=1):
     def fn(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
+            if x.device.type == "cpu":  # oneDNN's fast path (flips keep this layout)
+                x = x.contiguous(memory_format=torch.channels_last)
             if len(views) == 1:
                 return torch.sigmoid(model(x))[:, 0].float().cpu().numpy()
             acc = 0
