@@ -7,6 +7,12 @@ can be copied into ``src/napari_cellgen/_data/models/mito-unet``.
     python benchmarks/train_default.py --out runs/mito-unet --steps 5000          # v1 (val IoU 0.834)
     python benchmarks/train_default.py --out runs/seg2/mito-unet --init runs/mito-unet --steps 10000 \
         --lr 1e-3 --fg-prob 0.35 --hard 0.3 --mine-every 1000                     # v2: best at step 6000 (0.891)
+
+Experiments (not shipped; histories in benchmarks/results/segmenter_training.json):
+
+    ... --init mito-unet --steps 3000 --lr 3e-4 --fg-prob 0.4 --hard 0.2 --ema 0.998 --dice batch     # run 5
+    ... --init mito-unet --scale 0.75 --tile 768 --steps 4000 --batch 8 --patch 192 --lr 5e-4 \
+        --fg-prob 0.4 --hard 0.2 --ema 0.998 --dice batch                                         # run 6
 """
 
 from __future__ import annotations
