@@ -104,7 +104,7 @@ def test_tta_views_average_the_model_over_rotations():
     from napari_cellgen.segment.predict import make_forward, tta_views
 
     assert [tta_views(v) for v in (1, 2, 4, "2", True, False, None)] == [1, 2, 4, 2, 4, 1, 1]
-    for bad in (3, 0, "two"):
+    for bad in (3, 0, 2.5, float("inf"), "two", "nan"):
         with pytest.raises(ValueError, match="1, 2 or 4 views"):
             tta_views(bad)
     torch.manual_seed(0)

@@ -100,4 +100,3 @@ def fuse_batchnorm(model: UNet) -> UNet:
                 block[i - 1] = fused
                 block[i] = nn.Identity()
     return model
-

@@ -56,8 +56,8 @@ def tta_views(tta) -> int:
     if tta is True or tta is False or tta is None:
         return 4 if tta else 1
     try:
-        views = int(tta)
-    except (TypeError, ValueError):
+        views = int(tta) if float(tta) == int(float(tta)) else -1  # 2.5 is not a number of views
+    except (TypeError, ValueError, OverflowError):
         views = -1
     if views not in TTA_VIEWS:
         raise ValueError(f"test-time augmentation takes 1, 2 or 4 views, got {tta!r}")
