@@ -12,6 +12,7 @@ mapped) to a temporary folder and removed afterwards.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import resource
@@ -62,7 +63,7 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/segment_speed.json"))
     args = ap.parse_args(argv)
     res = {"machine": f"{os.cpu_count()} cores", "torch_threads": os.environ.get("OMP_NUM_THREADS", "default"),
-           "date": __import__("datetime").date.today().isoformat()}
+           "date": dt.date.today().isoformat()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.big:

@@ -23,11 +23,13 @@ import torch
 
 from napari_cellgen._progress import run
 from napari_cellgen.models.store import load_model
+from napari_cellgen.segment.predict import TTA_VIEWS
 from napari_cellgen.segment.tiling import predict_plane
 from napari_cellgen.train.data import build_regions
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lucchi"
-FLIPS = {"identity": (), "flip x": (-1,), "flip y": (-2,), "rotate 180": (-2, -1)}
+# the four views of ``cellgen segment --tta 4``, named
+FLIPS = dict(zip(("identity", "flip x", "flip y", "rotate 180"), TTA_VIEWS[4], strict=True))
 
 
 def main(argv=None):

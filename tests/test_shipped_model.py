@@ -32,7 +32,6 @@ def test_shipped_model_segments_the_sample_well_above_chance():
     assert res.n_objects >= 1 and len(res.table["label"]) == res.n_objects
 
 
-
 def test_cpu_model_is_channels_last_and_matches_the_plain_one():
     import pickle
 

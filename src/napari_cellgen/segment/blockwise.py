@@ -169,7 +169,7 @@ def _segment_block(src: Source, model, z0: int, z1: int, p: dict) -> dict:
     window = _Window(image, max(0, lo - k), min(n, hi + k))
     prob = np.zeros((hi - lo, *image.shape[1:]), np.uint8)
     run(predict_stack(net, card, window, prob, tile=p["tile"], overlap=p["overlap"],
-                      batch_size=p["batch_size"], device=device, tta=p.get("tta", 1),
+                      batch_size=p["batch_size"], device=device, tta=p["tta"],
                       zs=range(lo, hi)))
     del window
     if p.get("prob_path"):
@@ -436,7 +436,7 @@ def segment_blockwise_iter(
             pwriter = ZarrWriter(prob_out, image.shape, np.uint8, chunks=chunks, pixel_size=pixel_size)
         params = {
             "tile": opt.tile, "overlap": opt.overlap, "batch_size": opt.batch_size, "device": opt.device,
-            "tta": getattr(opt, "tta", 1), "threshold": opt.threshold, "fill_holes": opt.fill_holes,
+            "tta": opt.tta, "threshold": opt.threshold, "fill_holes": opt.fill_holes,
             "mode": opt.mode, "split": opt.split, "median": opt.median, "threads": threads,
             "labels_path": writer.array_path, "prob_path": pwriter.array_path if pwriter else None,
         }
