@@ -54,6 +54,8 @@ def main(argv=None):
                     help="soft Dice per patch or over the whole batch")
     ap.add_argument("--scale", type=float, default=None,
                     help="with --init: continue at this resolution scale instead of the parent's")
+    ap.add_argument("--context", type=int, default=None,
+                    help="with --init: continue with this many neighbouring slices each side (can only grow)")
     ap.add_argument("--tile", type=int, default=256, help="inference tile (model pixels) written to the card")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)
@@ -67,7 +69,7 @@ def main(argv=None):
         steps=args.steps, batch=args.batch, patch=args.patch, base=args.base, val_every=args.val_every,
         seed=args.seed, name="mito-unet", lr=args.lr, init=args.init, fg_prob=args.fg_prob, hard_prob=args.hard,
         mine_every=args.mine_every, ema=args.ema, dice=args.dice,
-        rescale=args.scale, tile=args.tile,
+        rescale=args.scale, recontext=args.context, tile=args.tile,
         notes={"data": "EPFL/Lucchi training volume", "train_slices_list": f"{train[0]}-{train[-1]}",
                "val_slices_list": f"{val[0]}-{val[-1]}"},
     )

@@ -6,6 +6,9 @@ does. Scored at model resolution against the area-downsampled ground truth
 (threshold 0.5), like the training loop's validation.
 
     python benchmarks/tta_views.py [--model mito-unet] [--out benchmarks/results/tta_views.json]
+
+``--border 16`` adds the 16-px mirrored margin at the image border that the tiling
+used before 2026-12-02 (half the card's overlap), to compare.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def main(argv=None):
     ap.add_argument("--model", default="mito-unet")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--first", type=int, default=140, help="first held-out slice")
+    ap.add_argument("--border", type=int, default=0, help="mirrored margin at the image border (pixels)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/tta_views.json"))
     args = ap.parse_args(argv)
 
@@ -55,7 +59,8 @@ def main(argv=None):
                 y = model(x.flip(dims) if dims else x)
                 return (y.flip(dims) if dims else y)[:, 0].numpy()
 
-        return np.stack([run(predict_plane(fn, r.planes, card["tile"], card["overlap"], 4, divisor))
+        return np.stack([run(predict_plane(fn, r.planes, card["tile"], card["overlap"], 4, divisor,
+                                           border=args.border))
                          for r in regions])
 
     def iou(lg):
@@ -66,7 +71,7 @@ def main(argv=None):
     res = {
         "what": "foreground IoU at model resolution, threshold 0.5, of single views and of averaged views",
         "model": card.get("name"), "model_path": str(args.model),
-        "slices": f"{args.first}-{img.shape[0] - 1}",
+        "slices": f"{args.first}-{img.shape[0] - 1}", "border": args.border,
         "single": {k: iou(v) for k, v in views.items()},
         "pairs": {f"{a} + {b}": iou((views[a] + views[b]) / 2) for a, b in itertools.combinations(views, 2)},
         "all four": iou(sum(views.values()) / 4),

@@ -99,6 +99,35 @@ def test_continue_at_another_scale(tmp_path):
         run(train_segmenter([(img, mask, None)], tmp_path / "c", tiny(init=str(tmp_path / "a"), rescale=3.0)))
 
 
+def test_widen_context_keeps_the_function_and_only_grows():
+    from napari_cellgen.models.unet import widen_context
+
+    torch.manual_seed(0)
+    model = UNet(in_channels=3, base=4, depth=2).eval()
+    x = torch.randn(2, 7, 32, 32)
+    with torch.no_grad():
+        before = model(x[:, 2:5])
+        widen_context(model, 1, 3)
+        after = model(x)
+    assert model.config["in_channels"] == 7 and model.down[0][0].in_channels == 7
+    torch.testing.assert_close(after, before)
+    with pytest.raises(ValueError, match="only grow"):
+        widen_context(model, 3, 1)
+    with pytest.raises(ValueError, match="takes 7 channels"):
+        widen_context(model, 1, 2)
+
+
+def test_continue_with_more_context(tmp_path):
+    img, mask = synthetic(n=5)
+    run(train_segmenter([(img, mask, None)], tmp_path / "a", tiny(steps=2, context=1)))
+    run(train_segmenter([(img, mask, None)], tmp_path / "b", tiny(steps=2, init=str(tmp_path / "a"), recontext=2)))
+    model, card = load_model(tmp_path / "b")
+    assert card["context"] == 2 and card["architecture"]["in_channels"] == 5
+    assert model.down[0][0].in_channels == 5
+    with pytest.raises(DataError, match="context 0"):
+        run(train_segmenter([(img, mask, None)], tmp_path / "c", tiny(init=str(tmp_path / "b"), recontext=0)))
+
+
 def test_checkpoint_round_trip_without_pickle(tmp_path, monkeypatch):
     torch.manual_seed(0)
     model = UNet(1, base=4, depth=2)

@@ -77,6 +77,30 @@ class UNet(nn.Module):
         return self.head(x)
 
 
+def widen_context(model: UNet, old: int, new: int) -> UNet:
+    """Give a 2.5D U-Net ``new`` neighbouring slices each side instead of ``old`` (in place).
+
+    The first convolution's weights for the slices it already saw are kept and the
+    further slices start at zero, so the widened network computes exactly what it
+    did before; training then teaches it to use the extra context.
+    """
+    if not 0 <= old <= new:
+        raise ValueError(f"the context can only grow (from {old} to {new} slices each side)")
+    conv = model.down[0][0]
+    if conv.in_channels != 2 * old + 1:
+        raise ValueError(f"the model takes {conv.in_channels} channels, not the {2 * old + 1} of context {old}")
+    wider = nn.Conv2d(2 * new + 1, conv.out_channels, conv.kernel_size, padding=conv.padding,
+                      bias=conv.bias is not None)
+    with torch.no_grad():
+        wider.weight.zero_()
+        wider.weight[:, new - old : new + old + 1] = conv.weight
+        if conv.bias is not None:
+            wider.bias.copy_(conv.bias)
+    model.down[0][0] = wider
+    model.config["in_channels"] = 2 * new + 1
+    return model
+
+
 def fuse_batchnorm(model: UNet) -> UNet:
     """Fold every BatchNorm into the preceding convolution (inference only, in place).
 

@@ -146,14 +146,9 @@ def predict_stack(
         return cache[z]
 
     # tiles per slice, for an overall progress count
-    from .tiling import _round_up, _starts
+    from .tiling import tile_layout
 
-    halo = overlap // 2
-    th = min(_round_up(tile, divisor), _round_up(small[0] + 2 * halo, divisor))
-    tw = min(_round_up(tile, divisor), _round_up(small[1] + 2 * halo, divisor))
-    ov = max(0, min(overlap, min(th, tw) - divisor))
-    per = -(-len(_starts(max(small[0] + 2 * halo, th), th, max(1, th - ov)))
-            * len(_starts(max(small[1] + 2 * halo, tw), tw, max(1, tw - ov))) // batch_size)
+    per = -(-len(tile_layout(*small, tile, overlap, divisor)[2]) // batch_size)
     total = per * len(zs)
     done = 0
     for j, z in enumerate(zs):

@@ -33,6 +33,7 @@ class TrainConfig:
     ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (e.g. 0.999)
     dice: str = "sample"  # soft Dice per patch ("sample") or over the whole batch ("batch")
     rescale: float | None = None  # continue from ``init`` at this scale (and cfg.tile) instead of its own
+    recontext: int | None = None  # continue from ``init`` with this many neighbouring slices each side
     init: str = "scratch"  # "scratch", "default", a model name or a folder
     base: int = 16
     depth: int = 4
@@ -138,6 +139,14 @@ def _init_model(cfg: TrainConfig):
         if not 0.05 <= cfg.rescale <= 1.0:
             raise DataError(f"the new scale must be between 0.05 and 1, got {cfg.rescale}")
         card["scale"], card["tile"] = float(cfg.rescale), int(cfg.tile)
+    if cfg.recontext is not None and cfg.recontext != card.get("context", 0):
+        from ..models.unet import widen_context
+
+        try:
+            widen_context(model, int(card.get("context", 0)), int(cfg.recontext))
+        except ValueError as e:
+            raise DataError(f"cannot continue {cfg.init} with context {cfg.recontext}: {e}") from None
+        card["context"] = int(cfg.recontext)
     card["parent"] = parent.get("name", str(cfg.init))
     model.train()
     return model, card
