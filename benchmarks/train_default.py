@@ -58,6 +58,8 @@ def main(argv=None):
                     help="with --init: continue with this many neighbouring slices each side (can only grow)")
     ap.add_argument("--tile", type=int, default=256, help="inference tile (model pixels) written to the card")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--final", type=Path, default=None,
+                    help="also write the last (EMA) weights, chosen by no validation, as a model folder here")
     args = ap.parse_args(argv)
 
     img = tifffile.imread(args.data / "training.tif")
@@ -86,6 +88,10 @@ def main(argv=None):
                                resume=args.resume), cb)
     print(json.dumps({"done": True, "time_s": time.time() - t0, "metrics": card.get("metrics")}), file=log,
           flush=True)
+    if args.final:
+        from napari_cellgen.train.checkpoint import export_last
+
+        print(json.dumps({"final": str(export_last(args.out, args.final))}), file=log, flush=True)
 
 
 if __name__ == "__main__":

@@ -43,9 +43,11 @@ def test_cpu_model_is_channels_last_and_matches_the_plain_one():
 
     fast, _ = get_model(DEFAULT_MODEL, "cpu")
     assert fast.head.weight.is_contiguous(memory_format=torch.channels_last)
-    plain = fuse_batchnorm(load_model(DEFAULT_MODEL)[0])
+    plain, card = load_model(DEFAULT_MODEL)
+    plain = fuse_batchnorm(plain)
+    c = card["architecture"]["in_channels"]
     rng = np.random.default_rng(0)
-    for shape in ((1, 3, 16, 16), (2, 3, 48, 80), (1, 3, 160, 96)):
+    for shape in ((1, c, 16, 16), (2, c, 48, 80), (1, c, 160, 96)):
         x = rng.random(shape, dtype=np.float32)
         with torch.inference_mode():
             expect = torch.sigmoid(plain(torch.from_numpy(x)))[:, 0].numpy()

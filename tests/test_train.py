@@ -217,6 +217,25 @@ def test_stop_leaves_a_valid_best_checkpoint(tmp_path):
     assert torch.isfinite(prob).all()
 
 
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_export_last_writes_the_unselected_final_weights(tmp_path, ema):
+    from napari_cellgen.train.checkpoint import export_last
+
+    img, mask = synthetic()
+    run(train_segmenter([(img, mask, None)], tmp_path / "m", tiny(steps=4, val_every=2, ema=ema)))
+    final = export_last(tmp_path / "m", tmp_path / "final")
+    model, card = load_model(final)
+    state = json.loads((tmp_path / "m" / "last" / "state.json").read_text())
+    assert card["metrics"]["step"] == 4 and card["metrics"]["val_iou"] == state["history"][-1]["val_iou"]
+    assert ("EMA" in card["metrics"]["selection"]) == bool(ema)
+    name = "ema.safetensors" if ema else "model.safetensors"
+    expected = load_tensors(tmp_path / "m" / "last" / name)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, expected[k])
+    with pytest.raises(FileNotFoundError, match="no training state"):
+        export_last(tmp_path / "nothing", tmp_path / "x")
+
+
 def test_train_model_registers_the_result(tmp_path):
     img, mask = synthetic()
     result = run(train_model([(img, mask, None)], tmp_path / "m", tiny(steps=3), register_as="my model"))

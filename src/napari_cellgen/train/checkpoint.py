@@ -44,3 +44,30 @@ def load_training_state(folder: Path, model, optimizer) -> dict:
     if "torch_rng" in state:
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
     return state
+
+
+def export_last(run_dir: Path, dst: Path, ema: bool = True) -> Path:
+    """Write the run's last weights (its EMA, if it kept one) as a model folder in ``dst``.
+
+    The best checkpoint in ``run_dir`` is the one with the highest validation IoU, so its
+    score flatters it; the last weights are chosen by nothing but the schedule, and their
+    validation IoU (the last one in the history) is an honest estimate.
+    """
+    run_dir, dst = Path(run_dir), Path(dst)
+    last = run_dir / "last"
+    if not (last / "state.json").is_file():
+        raise FileNotFoundError(f"{run_dir} holds no training state (no last/state.json)")
+    state = json.loads((last / "state.json").read_text())
+    card = json.loads((last / "card.json").read_text())
+    use_ema = ema and (last / "ema.safetensors").is_file()
+    tensors = load_tensors(last / ("ema.safetensors" if use_ema else "model.safetensors"))
+    history = state.get("history") or [{}]
+    card["metrics"] = {
+        "val_iou": history[-1].get("val_iou"), "step": state["step"],
+        "selection": f"last {'EMA ' if use_ema else ''}weights of the schedule, no checkpoint choice",
+    }
+    dst.mkdir(parents=True, exist_ok=True)
+    sha = save_tensors(dst / "model.safetensors", tensors)
+    card["weights_sha256"] = sha
+    atomic_write_bytes(dst / "card.json", json.dumps(card, indent=2, default=str).encode())
+    return dst
