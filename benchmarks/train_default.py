@@ -1,18 +1,23 @@
 """Train the shipped default segmenter ("mito-unet") on the Lucchi training volume.
 
 Slices 0-139 train, the last 25 (140-164) validate (a contiguous block, never
-used for training). The best checkpoint by validation IoU is written to OUT and
-can be copied into ``src/napari_cellgen/_data/models/mito-unet``.
+used for training). The best checkpoint by validation IoU is written to OUT;
+``--final DIR`` also writes the last (EMA) weights, which no validation chose.
+Either can be copied into ``src/napari_cellgen/_data/models/mito-unet``.
 
     python benchmarks/train_default.py --out runs/mito-unet --steps 5000          # v1 (val IoU 0.834)
     python benchmarks/train_default.py --out runs/seg2/mito-unet --init runs/mito-unet --steps 10000 \
         --lr 1e-3 --fg-prob 0.35 --hard 0.3 --mine-every 1000                     # v2: best at step 6000 (0.891)
+    python benchmarks/train_default.py --out runs/c2/mito-unet --init runs/seg2/mito-unet --context 2 \
+        --steps 3000 --lr 3e-4 --fg-prob 0.4 --hard 0.2 --mine-every 1000 --ema 0.998 --dice batch \
+        --val-every 250 --final runs/v3                                            # v3 = runs/v3, the last EMA
 
 Experiments (not shipped; histories in benchmarks/results/segmenter_training.json):
 
     ... --init mito-unet --steps 3000 --lr 3e-4 --fg-prob 0.4 --hard 0.2 --ema 0.998 --dice batch     # run 5
     ... --init mito-unet --scale 0.75 --tile 768 --steps 4000 --batch 8 --patch 192 --lr 5e-4 \
         --fg-prob 0.4 --hard 0.2 --ema 0.998 --dice batch                                         # run 6
+    ... --init runs/v3 --context 3 (then as v3)                                                   # run 8
 """
 
 from __future__ import annotations
