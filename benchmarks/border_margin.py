@@ -18,15 +18,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-import tifffile
 import torch
+from tta_views import DATA, held_out  # run as a script: benchmarks/ is on sys.path
 
 from napari_cellgen._progress import run
-from napari_cellgen.models.store import load_model
 from napari_cellgen.segment.tiling import predict_plane
-from napari_cellgen.train.data import build_regions
-
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lucchi"
 
 
 def main(argv=None):
@@ -38,13 +34,7 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/border_margin.json"))
     args = ap.parse_args(argv)
 
-    img = tifffile.imread(args.data / "training.tif")
-    gt = tifffile.imread(args.data / "training_groundtruth.tif")
-    model, card = load_model(args.model)
-    model.eval()
-    regions = build_regions(img, gt, list(range(args.first, img.shape[0])), card)
-    truth = np.stack([r.mask >= 0.5 for r in regions])
-    divisor = 2 ** int(card["architecture"]["depth"])
+    model, card, regions, truth, slices, divisor = held_out(args.model, args.data, args.first)
 
     def fn(batch):
         with torch.inference_mode():
@@ -71,7 +61,7 @@ def main(argv=None):
     res = {
         "what": "foreground IoU at model resolution (threshold 0.5, views: image + 180° rotation) with a mirrored "
                 "margin of N px at the image border; 'quarter slices' segments each quarter as its own image",
-        "model": card.get("name"), "model_path": str(args.model), "slices": f"{args.first}-{img.shape[0] - 1}",
+        "model": card.get("name"), "model_path": str(args.model), "slices": slices,
         "iou": scores, "machine": f"{os.cpu_count()} cores", "torch": torch.__version__,
         "date": dt.date.today().isoformat(),
     }

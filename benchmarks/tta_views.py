@@ -35,6 +35,18 @@ DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lucchi"
 FLIPS = dict(zip(("identity", "flip x", "flip y", "rotate 180"), TTA_VIEWS[4], strict=True))
 
 
+def held_out(model_name, data: Path, first: int):
+    """The model (eval mode), its card, the held-out slices as regions, their truth masks, the name of
+    the last slice and the model's size divisor."""
+    img = tifffile.imread(data / "training.tif")
+    gt = tifffile.imread(data / "training_groundtruth.tif")
+    model, card = load_model(model_name)
+    model.eval()
+    regions = build_regions(img, gt, list(range(first, img.shape[0])), card)
+    truth = np.stack([r.mask >= 0.5 for r in regions])
+    return model, card, regions, truth, f"{first}-{img.shape[0] - 1}", 2 ** int(card["architecture"]["depth"])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mito-unet")
@@ -44,13 +56,7 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/tta_views.json"))
     args = ap.parse_args(argv)
 
-    img = tifffile.imread(args.data / "training.tif")
-    gt = tifffile.imread(args.data / "training_groundtruth.tif")
-    model, card = load_model(args.model)
-    model.eval()
-    regions = build_regions(img, gt, list(range(args.first, img.shape[0])), card)
-    truth = np.stack([r.mask >= 0.5 for r in regions])
-    divisor = 2 ** int(card["architecture"]["depth"])
+    model, card, regions, truth, slices, divisor = held_out(args.model, args.data, args.first)
 
     def logits(dims):
         def fn(batch):
@@ -71,7 +77,7 @@ def main(argv=None):
     res = {
         "what": "foreground IoU at model resolution, threshold 0.5, of single views and of averaged views",
         "model": card.get("name"), "model_path": str(args.model),
-        "slices": f"{args.first}-{img.shape[0] - 1}", "border": args.border,
+        "slices": slices, "border": args.border,
         "single": {k: iou(v) for k, v in views.items()},
         "pairs": {f"{a} + {b}": iou((views[a] + views[b]) / 2) for a, b in itertools.combinations(views, 2)},
         "all four": iou(sum(views.values()) / 4),
