@@ -35,16 +35,17 @@ DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lucchi"
 FLIPS = dict(zip(("identity", "flip x", "flip y", "rotate 180"), TTA_VIEWS[4], strict=True))
 
 
-def held_out(model_name, data: Path, first: int):
-    """The model (eval mode), its card, the held-out slices as regions, their truth masks, the name of
-    the last slice and the model's size divisor."""
+def held_out(model_name, data: Path, first: int, last: int | None = None):
+    """The model (eval mode), its card, slices ``first``..``last`` (default: to the end) as regions,
+    their truth masks, the slice range as text and the model's size divisor."""
     img = tifffile.imread(data / "training.tif")
     gt = tifffile.imread(data / "training_groundtruth.tif")
+    last = img.shape[0] - 1 if last is None else last
     model, card = load_model(model_name)
     model.eval()
-    regions = build_regions(img, gt, list(range(first, img.shape[0])), card)
+    regions = build_regions(img, gt, list(range(first, last + 1)), card)
     truth = np.stack([r.mask >= 0.5 for r in regions])
-    return model, card, regions, truth, f"{first}-{img.shape[0] - 1}", 2 ** int(card["architecture"]["depth"])
+    return model, card, regions, truth, f"{first}-{last}", 2 ** int(card["architecture"]["depth"])
 
 
 def main(argv=None):
