@@ -404,12 +404,9 @@ def segment_blockwise_iter(
     """
     from ..io.zarr_io import ZarrWriter
     from .pipeline import SegmentOptions
-    from .predict import check_image, pick_device, tta_views
+    from .predict import check_image, pick_device
 
-    opt = options or SegmentOptions()
-    if not 0.0 < opt.threshold < 1.0:
-        raise ValueError(f"threshold must be between 0 and 1, got {opt.threshold}")
-    tta_views(opt.tta)
+    opt = (options or SegmentOptions()).validate()
     # absolute paths: the workers may run in another folder, or on another machine
     src = (Source(path=os.path.abspath(source)) if isinstance(source, (str, os.PathLike))
            else Source(array=source))

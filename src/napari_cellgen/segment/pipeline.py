@@ -30,6 +30,15 @@ class SegmentOptions:
     tta: int = 2  # views averaged: 1 (fastest), 2 (+ the 180° rotation), 4 (the four flips)
     measure: bool = True
 
+    def validate(self) -> SegmentOptions:
+        """Raise ``ValueError`` naming the first bad option, before any work is done."""
+        from .predict import tta_views
+
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}")
+        tta_views(self.tta)
+        return self
+
 
 @dataclass
 class SegmentResult:
@@ -88,13 +97,10 @@ def segment_iter(
     """
     from .measure import measure_iter
     from .postprocess import label_stack
-    from .predict import check_image, pick_device, predict_stack, tta_views
+    from .predict import check_image, pick_device, predict_stack
 
-    opt = options or SegmentOptions()
+    opt = (options or SegmentOptions()).validate()
     check_image(image)
-    if not 0.0 < opt.threshold < 1.0:
-        raise ValueError(f"threshold must be between 0 and 1, got {opt.threshold}")
-    tta_views(opt.tta)  # a bad value fails here, before any work
     device = pick_device(opt.device)
     if model is None:
         net, card = get_model(opt.model, device)
