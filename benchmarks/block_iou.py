@@ -23,6 +23,7 @@ import torch
 from tta_views import DATA, held_out  # run as a script: benchmarks/ is on sys.path
 
 from napari_cellgen._progress import run
+from napari_cellgen.segment.predict import make_forward
 from napari_cellgen.segment.tiling import predict_plane
 
 
@@ -37,14 +38,11 @@ def main(argv=None):
 
     model, card, regions, truth, _, divisor = held_out(args.model, args.data, 0)
 
-    def fn(batch):
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch))
-            return ((model(x) + model(x.flip((-2, -1))).flip((-2, -1))) / 2)[:, 0].numpy()
+    fn = make_forward(model, "cpu", tta=2)  # cellgen's default views, as it runs them
 
     inter, union = [], []
     for r, t in zip(regions, truth, strict=True):
-        p = run(predict_plane(fn, r.planes, card["tile"], card["overlap"], 4, divisor)) >= 0
+        p = run(predict_plane(fn, r.planes, card["tile"], card["overlap"], 4, divisor)) >= 0.5
         inter.append(int((p & t).sum()))
         union.append(int((p | t).sum()))
     inter, union = np.array(inter), np.array(union)

@@ -22,6 +22,7 @@ import torch
 from tta_views import DATA, held_out  # run as a script: benchmarks/ is on sys.path
 
 from napari_cellgen._progress import run
+from napari_cellgen.segment.predict import make_forward
 from napari_cellgen.segment.tiling import predict_plane
 
 
@@ -36,10 +37,7 @@ def main(argv=None):
 
     model, card, regions, truth, slices, divisor = held_out(args.model, args.data, args.first)
 
-    def fn(batch):
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch))
-            return ((model(x) + model(x.flip((-2, -1))).flip((-2, -1))) / 2)[:, 0].numpy()
+    fn = make_forward(model, "cpu", tta=2)  # cellgen's default views, as it runs them
 
     def predict(planes, border):
         return run(predict_plane(fn, planes, card["tile"], card["overlap"], 4, divisor, border=border))
@@ -55,7 +53,7 @@ def main(argv=None):
     scores = {}
     for border in args.borders:
         for name, how in (("whole slices", predict), ("quarter slices", quadrants)):
-            pred = np.stack([how(r.planes, border) for r in regions]) >= 0
+            pred = np.stack([how(r.planes, border) for r in regions]) >= 0.5
             scores[f"margin {border} px, {name}"] = float((pred & truth).sum() / max(1, (pred | truth).sum()))
             print(f"margin {border} px, {name}: {scores[f'margin {border} px, {name}']:.4f}", flush=True)
     res = {

@@ -31,7 +31,7 @@ from pathlib import Path
 import tifffile
 
 from napari_cellgen._progress import run
-from napari_cellgen.train.loop import TrainConfig, train_segmenter
+from napari_cellgen.train.loop import DICE_MODES, TrainConfig, train_segmenter
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lucchi"
 
@@ -55,7 +55,7 @@ def main(argv=None):
                     help="share of patches centred on pixels the model gets wrong (hard examples)")
     ap.add_argument("--ema", type=float, default=0.0, help="validate/keep a moving average of the weights")
     ap.add_argument("--mine-every", type=int, default=1000, help="find the hard examples again every N steps")
-    ap.add_argument("--dice", choices=("sample", "batch"), default="sample",
+    ap.add_argument("--dice", choices=DICE_MODES, default="sample",
                     help="soft Dice per patch or over the whole batch")
     ap.add_argument("--scale", type=float, default=None,
                     help="with --init: continue at this resolution scale instead of the parent's")
