@@ -100,3 +100,15 @@ def test_headless_demo_segments_with_the_default_model(tmp_path, no_models, monk
 
     labels, meta = read_stack(out / "mito_labels.tif")
     assert meta["layer_type"] == "labels" and labels.shape == (8, 512, 512)
+
+
+def test_info_lists_generators_as_well_as_models(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "segmentation models:" in out and "generators:" in out
+    assert "mito-unet" in out and "mito-gen" in out
+    assert cli.main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert {"name": "mito-gen", "kind": "bundled"}.items() <= next(
+        g for g in info["generators"] if g["name"] == "mito-gen").items()
+    assert set(info["generator_dirs"]) == {"bundled", "user"}

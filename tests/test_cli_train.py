@@ -33,7 +33,7 @@ def files(tmp_path, monkeypatch):
 def test_train_registers_and_prints_progress(files, capsys):
     out = files / "my-model"
     rc = main(["train", "--images", str(files / "img.tif"), "--masks", str(files / "mask.tif"),
-               "--steps", "4", "--val-every", "2", "--slices", "0-3", "-o", str(out), *TINY])
+               "--steps", "4", "--val-every", "2", "--slices", "0-3", "--val-fraction", "0.3", "-o", str(out), *TINY])
     err = capsys.readouterr().err
     assert rc == 0, err
     assert "step 2/4" in err and "val IoU" in err and "loss" in err

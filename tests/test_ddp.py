@@ -75,3 +75,16 @@ def test_torchrun_style_rank_runs_in_this_process(tmp_path, monkeypatch):
 def test_resume_is_refused_with_several_processes(tmp_path):
     with pytest.raises(ValueError, match="--resume is not supported"):
         run(ddp.train_model_ddp([], tmp_path, TrainConfig(), nproc=2, resume=True))
+
+
+@pytest.mark.parametrize("kw, word", [({"ema": 0.99}, "--ema"), ({"hard_prob": 0.2}, "--hard"),
+                                      ({"emphasis": 4.0}, "emphasis")])
+def test_ddp_refuses_what_its_loop_does_not_do(tmp_path, kw, word):
+    img, mask = _ddp_stack()
+    cfg = TrainConfig(steps=2, **kw)
+    with pytest.raises(ValueError, match=f"{word}.*not supported with --nproc"):
+        run(ddp.train_job([(img, mask, None)], tmp_path / "m", cfg, nproc=2))
+    with pytest.raises(ValueError, match="--synthetic.*not supported"):
+        run(ddp.train_job([(img, mask, None)], tmp_path / "m", TrainConfig(steps=2), nproc=2,
+                          synthetic=(img, mask)))
+    assert not (tmp_path / "m").exists()

@@ -94,3 +94,15 @@ def test_measure_2d_with_pixel_size():
     t = measure(lab, pixel_size=(5.0, 5.0))
     assert t["area_px"][0] == 8 and t["area_nm2"][0] == 200.0
     np.testing.assert_allclose(t["axis_major_length"][0], np.sqrt(16 * ((16 - 1) / 12)), rtol=1e-6)
+
+
+def test_min_size_counts_each_voxel_once_through_slices():
+    # 300 voxels over 3 slices (100 each): dropped at min_size 301, kept at 300
+    prob = np.zeros((3, 30, 30), np.float32)
+    prob[:, 5:15, 5:15] = 1
+    assert _labels(prob, min_size=301)[1] == 0
+    assert _labels(prob, min_size=300)[1] == 1
+    # a U over 2 slices that merges late: 2 x 8 + 8 = 24 voxels
+    u = np.zeros((2, 10, 10), np.float32)
+    u[0, 1:9, 1] = u[0, 1:9, 8] = u[1, 1, 1:9] = 1
+    assert _labels(u, min_size=24)[1] == 1 and _labels(u, min_size=25)[1] == 0

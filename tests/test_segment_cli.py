@@ -80,7 +80,8 @@ def test_cli_bad_inputs_exit_2(tmp_path, tiny, capsys):
     (tmp_path / "notes.txt").write_text("hello")
     bad_model = tmp_path / "bad_model"
     bad_model.mkdir()
-    (bad_model / "card.json").write_text('{"architecture": {"in_channels": 1}}')
+    (bad_model / "card.json").write_text(
+        '{"architecture": {"in_channels": 1, "out_channels": 1, "base": 2, "depth": 2}}')
     (bad_model / "model.safetensors").write_bytes(b"not a tensor file")
     cases = [
         (["segment", str(tmp_path / "missing.tif"), "-o", str(tmp_path / "x.tif")], "does not exist"),

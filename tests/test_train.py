@@ -29,7 +29,7 @@ from napari_cellgen.train.loop import (  # noqa: E402
 
 def tiny(**kw) -> TrainConfig:
     base = dict(steps=6, scale=1.0, context=0, base=4, depth=2, patch=32, batch=2, val_every=2,
-                tile=64, overlap=16, lr=1e-2, elastic_p=0.0, seed=0, threads=1)
+                tile=64, overlap=16, lr=1e-2, elastic_p=0.0, seed=0, threads=1, val_fraction=0.34)
     base.update(kw)
     return TrainConfig(**base)
 

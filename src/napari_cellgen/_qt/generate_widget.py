@@ -16,6 +16,8 @@ from magicgui.widgets import (
     create_widget,
 )
 
+from ._collapse import Advanced
+from ._layers import bring_into_view, geometry_of, pixel_size_of, widen
 from ._workers import QuietGeneratorWorker, surfacing_errors
 
 MODES = ["from Labels layer", "new pairs", "unconditional"]
@@ -25,6 +27,20 @@ def _generator_choices(_widget=None):
     from ..generate.store import list_generators
 
     return list(list_generators())
+
+
+def generator_pixel_size(name) -> float | None:
+    """Pixel size (nm) of the images a generator was trained on (its VAE card), None if unknown."""
+    import json
+
+    from ..generate.store import resolve_generator
+
+    try:
+        card = json.loads((resolve_generator(name) / "vae" / "card.json").read_text())
+        value = float(card.get("pixel_size_nm") or 0)
+    except (OSError, ValueError, TypeError):
+        return None
+    return value if value > 0 else None
 
 
 class GenerateWidget(Container):
@@ -43,22 +59,48 @@ class GenerateWidget(Container):
         self.guidance = FloatSpinBox(label="guidance", min=0.0, max=20.0, step=0.5, value=2.0)
         self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
         self.to_pool = CheckBox(label="add pairs to training pool", value=False)
+        self._source = None  # (masks layer or None, world z of the shown slice or None) of the running job
         self.run_btn = PushButton(text="Generate")
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = Label(value="")
-        self.extend([self.generator, self.mode, self.labels, self.n, self.steps, self.guidance, self.seed,
-                     self.to_pool, self.run_btn, self.cancel_btn, self.progress, self.status])
+        self.extend([self.generator, self.mode, self.labels, self.n, self.to_pool, self.run_btn, self.cancel_btn,
+                     self.progress, self.status])
+        self._advanced = Advanced(self, [self.steps, self.guidance, self.seed], before=self.run_btn)
         self.run_btn.changed.connect(self.start)
         self.cancel_btn.changed.connect(self.cancel)
+        widen(self.generator, self.labels, self.mode)
+        viewer.layers.events.inserted.connect(self._preselect_masks)
+        self._preselect_masks()
+
+    def reset_choices(self, *args):
+        super().reset_choices(*args)
+        self._advanced.reset_choices()
+        self._preselect_masks()
+
+    def _preselect_masks(self, event=None):
+        """"masks from" starts on a Labels layer (the newest one added), not on "-----"."""
+        import napari
+
+        added = getattr(event, "value", None)
+        if isinstance(added, napari.layers.Labels) and not added.name.startswith("generated ("):
+            self.labels.reset_choices()
+            self.labels.value = added
+        elif self.labels.value is None:
+            layers = [ly for ly in self._viewer.layers if isinstance(ly, napari.layers.Labels)]
+            if layers:
+                self.labels.reset_choices()
+                self.labels.value = layers[0]
 
     def _masks(self):
         """The conditioning masks: the shown slice of the chosen Labels layer, n times."""
         layer = self.labels.value
         if layer is None:
             raise ValueError("choose a Labels layer with the mitochondria to draw (or mode 'new pairs')")
-        data = np.asarray(layer.data if layer.ndim == 2 else
-                          layer.data[int(self._viewer.dims.current_step[-3])])
+        z = None
+        if layer.ndim == 3:  # the slice under the sliders, in the layer's own pixels
+            z = int(np.clip(round(layer.world_to_data(self._viewer.dims.point)[0]), 0, layer.data.shape[0] - 1))
+        data = np.asarray(layer.data if layer.ndim == 2 else layer.data[z])
         if not data.any():
             raise ValueError(f"{layer.name!r} is empty on this slice: paint some mitochondria first")
         return np.repeat(data[None], int(self.n.value), axis=0)
@@ -81,6 +123,8 @@ class GenerateWidget(Container):
         kw = {"steps": int(self.steps.value), "guidance": float(self.guidance.value), "seed": int(self.seed.value),
               "pairs": mode != MODES[2]}
         n = None if masks is not None else int(self.n.value)
+        self._source = (self.labels.value if masks is not None else None,
+                        self._viewer.dims.point[-3] if self._viewer.dims.ndim >= 3 else None)
         self._worker = create_worker(surfacing_errors(sample), self.generator.value, masks, n,
                                      _start_thread=False, _worker_class=QuietGeneratorWorker,
                                      _ignore_errors=True, **kw)
@@ -102,14 +146,44 @@ class GenerateWidget(Container):
         from ..train.pool import POOL
 
         name = f"generated ({self.generator.value})"
-        self._viewer.add_image(samples.images, name=name, colormap="gray")
+        geo, meta = self._placement()
+        image = self._viewer.add_image(samples.images, name=name, colormap="gray", metadata=dict(meta), **geo)
         if samples.masks is not None:
             self._viewer.add_labels(np.asarray(samples.masks).astype(np.uint32), name=f"{name} masks",
-                                    opacity=0.4)
+                                    opacity=0.4, metadata=dict(meta), **geo)
             if self.to_pool.value:
                 POOL.add(samples.images, samples.masks, source=name)
                 show_info(f"Added {len(samples.images)} pairs to the training pool ({len(POOL)} in all)")
+        bring_into_view(self._viewer, image)
+        self._viewer.layers.selection.active = image  # Layers › Segment acts on it in one click
         self.status.value = f"{len(samples.images)} images"
+
+    def _placement(self) -> tuple[dict, dict]:
+        """Scale, translate and units of the generated (N, Y, X) layers, and their metadata.
+
+        From the masks layer when there is one (same pixel size and units, the first image over the
+        slice the masks came from); otherwise the generator's pixel size in nm (pixels when the
+        viewer's layers are in pixels, so that units stay consistent), at the sliders' z.
+        """
+        layer, z = self._source or (None, None)
+        if layer is not None and layer in self._viewer.layers:
+            geo = geometry_of(layer, 3)
+            ps = pixel_size_of(layer)
+        else:
+            from ..io.tiff import nm_per_unit
+
+            ps = generator_pixel_size(self.generator.value)
+            units = self._viewer.layers.extent.units if len(self._viewer.layers) else None
+            physical = ps is not None and (units is None or nm_per_unit(str(units[-1])) is not None)
+            geo = {"scale": (ps,) * 3 if physical else (1.0,) * 3, "translate": (0.0,) * 3,
+                   "units": ("nm",) * 3 if physical else ("pixel",) * 3}
+            ps = (ps,) * 3 if ps else None
+        if z is not None:
+            geo["translate"] = (float(z), *geo["translate"][1:])
+        meta = {"cellgen_generator": self.generator.value}
+        if ps:  # measurements of a segmentation of these layers come in nm
+            meta["pixel_size_nm"] = tuple(ps[-3:]) if len(ps) >= 3 else (ps[-2], *ps[-2:])
+        return geo, meta
 
     def _set_running(self, running: bool):
         self.run_btn.enabled = not running

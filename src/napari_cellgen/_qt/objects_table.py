@@ -1,14 +1,20 @@
-"""A sortable table of the objects of a Labels layer; clicking a row jumps to the object."""
+"""A sortable table of the objects of a Labels layer; clicking a row jumps to the object.
+
+The table follows the layer: painting marks its measurements stale and re-measures them shortly
+after the last stroke (in a thread), "Re-measure" does it at once (and measures a layer that has
+none yet), and "Export CSV" writes the values the table shows, measured after the last edit.
+"""
 
 from __future__ import annotations
 
 import napari
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QHBoxLayout,
+    QLabel,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -29,13 +35,30 @@ class _NumItem(QTableWidgetItem):
             return super().__lt__(other)
 
 
+_INT_COLUMNS = {"label", "z_start", "z_end", "area_px", "volume_px"}
+REMEASURE_MS = 800  # re-measure this long after the last paint stroke
+
+
 class ObjectsTable(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__()
         self._viewer = viewer
+        self._watched = None
+        self._stale = False  # painted since the shown measurements
+        self._edits = 0  # paint strokes seen on the watched layer (a measurement started before one is stale)
+        self._worker = None
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(REMEASURE_MS)
+        self._timer.timeout.connect(self.remeasure)
         self.layer_box = QComboBox()
-        self.refresh_btn = QPushButton("Refresh")
+        self.layer_box.setMinimumContentsLength(22)
+        self.layer_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.refresh_btn = QPushButton("Re-measure")
+        self.refresh_btn.setToolTip("Measure the objects of this layer again (after painting it happens by itself)")
         self.export_btn = QPushButton("Export CSV…")
+        self.hint = QLabel("")
+        self.hint.setWordWrap(True)
         self.table = QTableWidget()
         self.table.setSortingEnabled(True)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
@@ -46,8 +69,9 @@ class ObjectsTable(QWidget):
         top.addWidget(self.export_btn)
         lay = QVBoxLayout(self)
         lay.addLayout(top)
+        lay.addWidget(self.hint)
         lay.addWidget(self.table)
-        self.refresh_btn.clicked.connect(self.refresh)
+        self.refresh_btn.clicked.connect(lambda: self.remeasure())
         self.export_btn.clicked.connect(self._export_dialog)
         self.layer_box.currentTextChanged.connect(lambda _: self.show_layer())
         self.table.cellClicked.connect(self.go_to_row)
@@ -79,17 +103,82 @@ class ObjectsTable(QWidget):
         return self._viewer.layers[name] if name in self._viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
 
     def _watch(self, layer):
-        old = getattr(self, "_watched", None)
+        old = self._watched
         if old is layer:
             return
         if old is not None:
             old.events.features.disconnect(self._on_features)
+            old.events.paint.disconnect(self._on_paint)
         self._watched = layer
+        self._stale, self._edits = False, 0
+        self._timer.stop()
         if layer is not None:
             layer.events.features.connect(self._on_features)
+            layer.events.paint.connect(self._on_paint)
 
     def _on_features(self, event=None):
         self.show_layer()
+
+    def _on_paint(self, event=None):
+        """A stroke changed the labels: the values shown are stale until re-measured (debounced)."""
+        self._edits += 1
+        if len(getattr(self.layer, "features", ())) == 0:
+            return  # never measured: the hint offers Re-measure
+        self._stale = True
+        self._set_hint()
+        self._timer.start()
+
+    # -- measuring ---------------------------------------------------------------------
+    def _measure_args(self, layer):
+        """``(labels, intensity image or None, pixel size in nm or None)`` for ``layer``."""
+        from ._layers import layer_array, pixel_size_of
+
+        labels = layer_array(layer)
+        src = layer.name.split(" mitochondria")[0]
+        same = [ly for ly in self._viewer.layers if isinstance(ly, napari.layers.Image)
+                and not getattr(ly, "rgb", False) and tuple(layer_array(ly).shape) == tuple(labels.shape)]
+        image = next((ly for ly in same if ly.name == src), same[0] if same else None)
+        return labels, (layer_array(image) if image is not None else None), pixel_size_of(layer)
+
+    def remeasure(self, sync: bool = False):
+        """Measure the current layer again (in a thread unless ``sync``); the table follows."""
+        from napari.qt.threading import create_worker
+
+        from .._progress import run
+        from ..segment.measure import measure_iter
+        from ._workers import QuietGeneratorWorker, surfacing_errors
+
+        layer = self.layer
+        self._timer.stop()
+        if layer is None:
+            return
+        if self._worker is not None:  # one at a time: the stroke count tells whether to run again
+            self._timer.start()
+            return
+        args, edits = self._measure_args(layer), self._edits
+        if sync:
+            return self._apply(layer, edits, run(measure_iter(*args)))
+        self.hint.setText(f"measuring the objects of {layer.name!r}…")
+        self._worker = create_worker(surfacing_errors(measure_iter), *args, _start_thread=False,
+                                     _worker_class=QuietGeneratorWorker, _ignore_errors=True)
+        self._worker.returned.connect(lambda table: self._apply(layer, edits, table))
+        self._worker.errored.connect(lambda exc: self.hint.setText(f"measuring failed: {exc}"))
+        self._worker.finished.connect(self._measured)
+        self._worker.start()
+
+    def _measured(self):
+        self._worker = None
+
+    def _apply(self, layer, edits: int, table: dict):
+        if layer is not self.layer:
+            return
+        if edits != self._edits:  # painted while measuring: these values are already old
+            self._timer.start()
+            return
+        self._stale = False
+        from ._layers import features_from
+
+        layer.features = features_from(table)  # -> show_layer (features event)
 
     def show_layer(self):
         layer = self.layer
@@ -97,6 +186,7 @@ class ObjectsTable(QWidget):
         self.table.setSortingEnabled(False)
         self.table.clear()
         feats = getattr(layer, "features", None)
+        self._set_hint()
         if layer is None or feats is None or len(feats) == 0:
             self.table.setRowCount(0)
             self.table.setColumnCount(0)
@@ -115,6 +205,27 @@ class ObjectsTable(QWidget):
                 item.setData(Qt.ItemDataRole.UserRole, float(v))
                 self.table.setItem(i, j, item)
         self.table.setSortingEnabled(True)
+
+    def _set_hint(self):
+        layer = self.layer
+        if layer is None:
+            text = "No Labels layer: segment an image (Segment dock) or open labels."
+        elif len(getattr(layer, "features", ())) == 0:
+            text = f"{layer.name!r} has no measurements yet: press Re-measure to measure its objects."
+        elif self._stale:
+            text = f"{layer.name!r} was painted: re-measuring…"
+        else:
+            text = f"{len(layer.features)} objects"
+        self.hint.setText(text)
+
+    def shown_table(self) -> dict:
+        """The columns the table shows, as its rows read (what Export CSV writes)."""
+        cols = [self.table.horizontalHeaderItem(j).text() for j in range(self.table.columnCount())]
+        out = {}
+        for j, c in enumerate(cols):
+            vals = [self.table.item(i, j).data(Qt.ItemDataRole.UserRole) for i in range(self.table.rowCount())]
+            out[c] = np.array(vals, np.int64 if c in _INT_COLUMNS else np.float64)
+        return out
 
     def go_to_row(self, row: int, col: int = 0):
         """Move the viewer to the object in ``row`` and select its label."""
@@ -139,16 +250,18 @@ class ObjectsTable(QWidget):
         self._viewer.layers.selection.active = layer
 
     def export_csv(self, path) -> None:
+        """Write the table as shown, re-measured first if the layer was painted since."""
         from ..segment.measure import write_csv
 
-        feats = self.layer.features
-        write_csv(path, {c: feats[c].to_numpy() for c in feats.columns if c != "index"})
+        if self._stale or self._timer.isActive():
+            self.remeasure(sync=True)
+        write_csv(path, self.shown_table())
 
     def _export_dialog(self):
         from napari.utils.notifications import show_error, show_info
 
         if self.layer is None or len(self.layer.features) == 0:
-            show_error("No measured objects to export: segment an image first.")
+            show_error("No measured objects to export: press Re-measure (or segment an image) first.")
             return
         path, _ = QFileDialog.getSaveFileName(self, "Export objects", f"{self.layer.name}.csv", "CSV (*.csv)")
         if path:
@@ -157,4 +270,4 @@ class ObjectsTable(QWidget):
             except OSError as exc:
                 show_error(f"Could not write {path}: {exc}")
                 return
-            show_info(f"Wrote {len(self.layer.features)} objects to {path}")
+            show_info(f"Wrote {self.table.rowCount()} objects to {path}")

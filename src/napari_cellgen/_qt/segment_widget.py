@@ -19,14 +19,17 @@ from magicgui.widgets import (
     create_widget,
 )
 
-from ._layers import layer_array, pixel_size_of, put_labels
+from ._collapse import Advanced
+from ._layers import features_from, layer_array, pixel_size_of, put_labels, widen
 from ._workers import QuietGeneratorWorker, surfacing_errors
 
 
 def _model_choices(_widget=None):
     from ..models.store import list_models
+    from .interop import OPENED_PACKAGES
 
-    return list(list_models())
+    # (label, value): registered names, then bioimage.io packages opened with "Open bioimage.io .zip"
+    return [(n, n) for n in list_models()] + list(OPENED_PACKAGES.items())
 
 
 def _cluster_job(layer, data, options, scheduler: str, pixel_size):
@@ -79,15 +82,16 @@ def run_segmentation(viewer, layer, options, *, on_progress=None, on_done=None, 
 
     def returned(res):
         table = res.table or {}
-        features = {"index": table["label"], **table} if table else None
+        features = features_from(table) if table else None
         meta = {"cellgen_model": res.card.get("name"), "cellgen_model_path": res.card.get("path"),
                 "pixel_size_nm": pixel_size, **({"cellgen_labels_zarr": res.options["labels_zarr"]}
                                                  if "labels_zarr" in (res.options or {}) else {})}
-        out, replaced = put_labels(viewer, f"{layer.name} mitochondria", res.labels, scale=layer.scale,
+        out, replaced = put_labels(viewer, f"{layer.name} mitochondria", res.labels, like=layer,
                                    features=features, metadata=meta)
-        show_info(f"{res.n_objects} mitochondria in {out.name!r}" + (" (updated)" if replaced else ""))
+        note = f" — {res.message}" if res.message else ""
+        show_info(f"{res.n_objects} mitochondria in {out.name!r}" + (" (updated)" if replaced else "") + note)
         if on_done:
-            on_done(out)
+            on_done(out, res)
 
     def errored(exc):
         show_error(f"Segmentation failed: {exc}")
@@ -120,7 +124,13 @@ class SegmentWidget(Container):
         self.tile = SpinBox(label="tile (0 = model's)", min=0, max=2048, step=32, value=0)
         self.overlap = SpinBox(label="overlap", min=0, max=512, step=8, value=32)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
-        self.mode = ComboBox(label="labels", choices=["3D", "2D per slice"], value="3D")
+        self.mode = ComboBox(label="labels", choices=["3D", "2D per slice"], value="3D",
+                             tooltip="2D per slice: each slice is its own image, for the model too")
+        self.slices = ComboBox(label="slices", choices=[("auto-detect", "auto"), ("one volume", "volume"),
+                                                         ("separate images", "independent")], value="auto",
+                               tooltip="auto-detect: a stack of unrelated images (generated tiles, separate "
+                                       "micrographs) is segmented slice by slice; one volume: neighbouring "
+                                       "slices are the model's context; separate images: each slice alone")
         self.min_size = SpinBox(label="min size (px)", min=0, max=10**7, value=200)
         self.split = CheckBox(label="split touching", value=False)
         self.views = ComboBox(label="views", choices=[("1 (fastest)", 1), ("2 (+ 180° rotation)", 2),
@@ -135,11 +145,57 @@ class SegmentWidget(Container):
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = Label(value="")
-        self.extend([self.image, self.model, self.model_dir, self.threshold, self.tile, self.overlap,
-                     self.device, self.mode, self.min_size, self.split, self.views, self.scheduler,
-                     self.run_btn, self.cancel_btn, self.progress, self.status])
+        self.status.native.setWordWrap(True)
+        self.extend([self.image, self.model, self.threshold, self.mode, self.run_btn, self.cancel_btn,
+                     self.progress, self.status])
+        self._advanced = Advanced(self, [self.model_dir, self.slices, self.min_size, self.split, self.views,
+                                         self.tile, self.overlap, self.device, self.scheduler], before=self.run_btn)
+        widen(self.image, self.model)
         self.run_btn.changed.connect(self.start)
         self.cancel_btn.changed.connect(self.cancel)
+        self._add_interop()
+
+    def _add_interop(self):
+        """Buttons: run a bioimage.io package from `cellgen export`; save labels into the source OME-Zarr."""
+        self.package_btn = PushButton(text="Open bioimage.io model (.zip)…",
+                                      tooltip="a package written by `cellgen export` / the Train dock's export")
+        self.zarr_btn = PushButton(text="Save labels into the OME-Zarr",
+                                   tooltip="write this image's labels layer as IMG.ome.zarr/labels/mitochondria "
+                                           "(the image itself is not changed)")
+        self.insert(self.index(self.model) + 1, self.package_btn)
+        self.append(self.zarr_btn)
+        self.package_btn.changed.connect(lambda: self.open_package())
+        self.zarr_btn.changed.connect(lambda: self.save_into_zarr())
+
+    def open_package(self, path=None):
+        from napari.utils.notifications import show_error
+
+        from .interop import ask_path, open_package
+
+        path = path or ask_path(self.native, "bioimage.io model package", "bioimage.io package (*.zip)", save=False)
+        if not path:
+            return
+        try:
+            label, value = open_package(path)
+        except ValueError as exc:
+            show_error(str(exc))
+            return
+        self.model.reset_choices()
+        self.model.value = value
+        self.model_dir.line_edit.value = ""
+
+    def save_into_zarr(self, name: str = "mitochondria"):
+        from napari.utils.notifications import show_error
+
+        from .interop import save_labels_into_zarr
+
+        layer = self.image.value
+        out = self._viewer.layers[f"{layer.name} mitochondria"] if layer is not None and \
+            f"{layer.name} mitochondria" in self._viewer.layers else None
+        try:
+            self._zarr_worker = save_labels_into_zarr(layer, out, name)
+        except ValueError as exc:
+            show_error(str(exc))
 
     def options(self):
         from ..segment.pipeline import SegmentOptions
@@ -150,8 +206,19 @@ class SegmentWidget(Container):
             model=model, threshold=float(self.threshold.value), tile=int(self.tile.value) or None,
             overlap=int(self.overlap.value), device=self.device.value,
             mode="3d" if self.mode.value == "3D" else "2d", min_size=int(self.min_size.value),
-            split=bool(self.split.value), tta=int(self.views.value),
+            split=bool(self.split.value), tta=int(self.views.value), slices=self.slices.value,
         )
+
+    def reset_choices(self, *args):
+        super().reset_choices(*args)
+        self._advanced.reset_choices()
+
+    def select_model(self, name: str) -> None:
+        """Make ``name`` (e.g. a model just trained in the Train dock) the model to segment with."""
+        self.model.reset_choices()
+        if name in self.model.choices:
+            self.model.value = name
+            self.model_dir.line_edit.value = ""  # (FileEdit.value = "" would mean the working directory)
 
     def start(self):
         from napari.utils.notifications import show_error
@@ -159,7 +226,8 @@ class SegmentWidget(Container):
         try:
             self._worker = run_segmentation(
                 self._viewer, self.image.value, self.options(), on_progress=self._progress,
-                on_done=lambda _: self._finish("done"), on_error=lambda e: self._finish(f"error: {e}"),
+                on_done=lambda _, res: self._finish(f"done — {res.message}" if res.message else "done"),
+                on_error=lambda e: self._finish(f"error: {e}"),
                 scheduler=self.scheduler.value.strip() or None,
             )
         except ValueError as exc:

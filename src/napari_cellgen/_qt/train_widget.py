@@ -7,7 +7,6 @@ widget values into their arguments and their progress into a bar, a label and a 
 
 from __future__ import annotations
 
-import datetime as _dt
 import threading
 import time
 from pathlib import Path
@@ -28,10 +27,11 @@ from magicgui.widgets import (
 from napari.qt.threading import create_worker
 from napari.utils.notifications import notification_manager, show_error, show_info
 
-from ._layers import layer_array
+from ._collapse import Advanced
+from ._layers import layer_array, widen
+from ._train_generator import GeneratorTraining, _stamp
+from ._train_plot import TrainPlot
 from ._workers import QuietGeneratorWorker, surfacing_errors
-
-REDRAW_S = 2.0  # at most one plot redraw per this many seconds (a draw holds the GIL)
 
 
 class _TrainWorker(QuietGeneratorWorker):
@@ -64,11 +64,16 @@ def _if_alive(method):
     return wrapper
 
 
-def _stamp() -> str:
-    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+class _LayerSelect(Select):
+    """A Select that is always true: as ``TrainWidget.labels`` it also stands for magicgui's
+    ``Container.labels`` flag (show row labels), which an empty Select (``len() == 0``) turned off,
+    leaving the dock without any labels when it was opened before a Labels layer existed."""
+
+    def __bool__(self) -> bool:
+        return True
 
 
-class TrainWidget(Container):
+class TrainWidget(GeneratorTraining, Container):
     """Train a segmenter from scratch or fine-tune one on the layers you corrected."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
@@ -78,13 +83,13 @@ class TrainWidget(Container):
         self._viewer = viewer
         self._worker = None
         self._history: dict[str, list] = {"step": [], "loss": [], "vstep": [], "iou": []}
-        self._t0, self._last_draw = (0.0, 0), 0.0
+        self._t0 = (0.0, 0)
         img_t, lab_t = napari.layers.Image, napari.layers.Labels
         self.target = ComboBox(label="train", choices=["segmenter", "generator"], value="segmenter",
                                tooltip="segmenter: the U-Net; generator: the VAE + mask-conditioned "
                                        "diffusion model of the Generate dock (first image layer and its labels)")
         self.images = Select(label="image layer(s)", choices=self._layer_choices(img_t))
-        self.labels = Select(label="labels layer(s)", choices=self._layer_choices(lab_t),
+        self.labels = _LayerSelect(label="labels layer(s)", choices=self._layer_choices(lab_t),
                              tooltip="your masks/corrections, one per image layer, same shape")
         self.slices = LineEdit(label="slices", value="",
                                tooltip="e.g. 0-9,40; empty = the slices you painted, else all labelled")
@@ -116,18 +121,28 @@ class TrainWidget(Container):
         self.stop_btn = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = Label(value="")
-        self.extend([self.target, self.images, self.labels, self.slices, self.base, self.gen_base, self.keep_vae,
-                     self.fresh_denoiser, self.vae_steps, self.diffusion_steps,
-                     self.steps, self.patch, self.batch,
-                     self.lr, self.val_fraction, self.name, self.pool_info, self.synthetic_ratio, self.hard,
-                     self.finetune_btn, self.start_btn, self.stop_btn,
-                     self.progress, self.status])
+        self.status.native.setWordWrap(True)
+        self._buttons = Container(widgets=[self.finetune_btn, self.start_btn, self.stop_btn], layout="horizontal",
+                                  labels=False)
+        self._buttons.margins = (0, 0, 0, 0)
+        self.extend([self.target, self.images, self.labels, self.base, self.gen_base, self.steps,
+                     self.vae_steps, self.diffusion_steps, self.progress, self.status])
+        layout = self.native.layout()  # the button row spans the dock, as a single button does
+        layout.insertWidget(layout.indexOf(self.progress.native.parent()), self._buttons.native)
+        # the rest folds away, so Segment + Train fit a 1000 px screen (issue 14)
+        self._advanced = Advanced(self, [self.slices, self.name, self.patch, self.batch, self.lr, self.val_fraction,
+                                         self.pool_info, self.synthetic_ratio, self.hard, self.keep_vae,
+                                         self.fresh_denoiser], before=self._buttons)
         for sel in (self.images, self.labels):
-            sel.native.setMaximumHeight(72)
-        self._make_plot()
+            sel.native.setMaximumHeight(44)
+        self.native.layout().setSpacing(4)
+        widen(self.base, self.gen_base)
+        self._plot = TrainPlot(viewer)
+        self.native.layout().addWidget(self._plot.canvas)
         self.finetune_btn.changed.connect(self.finetune_on_corrections)
         self.start_btn.changed.connect(self.start)
         self.stop_btn.changed.connect(self.stop)
+        self._add_export()
         self.base.value = self._default_base()
         self.target.changed.connect(self._target_changed)
         self.gen_base.changed.connect(self._target_changed)
@@ -158,13 +173,12 @@ class TrainWidget(Container):
         self.keep_vae.visible = from_gen
         self.fresh_denoiser.visible = from_gen
         self.vae_steps.visible = gen and not (from_gen and self.keep_vae.value)
-        self._iou_line.axes.set_visible(not gen)
-        self._ax.set_ylabel("VAE / denoiser loss" if gen else "training loss", color="tab:blue")
+        self._plot.set_generator(gen)
+        self._advanced.refit()
 
-    def _gen_base_choices(self, _w=None):
-        from ..generate.store import list_generators
-
-        return ["scratch", *list_generators()]
+    def reset_choices(self, *args):
+        super().reset_choices(*args)
+        self._advanced.reset_choices()
 
     def _pool_changed(self):
         from ..train.pool import POOL
@@ -294,47 +308,6 @@ class TrainWidget(Container):
                           notes={"base_model": info["name"], "layers": [lyr.name for lyr in labels]})
         return pairs, default_run_dir(name), cfg
 
-    def _gen_job_args(self):
-        """(function, args, kwargs, total steps) of a generator training from the widget's values."""
-        from ..generate.train import GeneratorConfig, train_generator_job
-        from ..train.data import DataError, check_pair, parse_slices
-        from ..train.loop import default_run_dir
-
-        images, labels = list(self.images.value), list(self.labels.value)
-        if not images:
-            raise DataError("choose the image layer to learn from (and its labels layer for masks)")
-        if len(images) > 1 or len(labels) > 1:
-            raise DataError("a generator learns from one image layer (and its labels): select one of each")
-        img, lab = images[0], (labels[0] if labels else None)
-        if getattr(img, "rgb", False):
-            raise DataError(f"{img.name!r} is an RGB image: convert it to grayscale first")
-        data = layer_array(img)
-        mask = None
-        if lab is not None:
-            mask = layer_array(lab)
-            check_pair(data, mask, f"{img.name!r} / {lab.name!r}")
-        n = data.shape[0] if data.ndim == 3 else 1
-        text = self.slices.value.strip()
-        if text:
-            slices = parse_slices(text, n)
-        elif lab is not None:
-            edited = (lab.metadata or {}).get("cellgen_edited_slices") or []
-            slices = sorted(edited) or None  # painted slices, else every labelled one
-        else:
-            slices = []  # no masks: an unconditional generator
-        init = self.gen_base.value
-        init = None if init in (None, "scratch") else init
-        keep_vae = init is not None and bool(self.keep_vae.value)
-        name = self.name.value.strip() or (f"gen-{_stamp()}" if init is None else f"{Path(init).name}-ft-{_stamp()}")
-        cfg = GeneratorConfig(vae_steps=0 if keep_vae else int(self.vae_steps.value),
-                              diffusion_steps=int(self.diffusion_steps.value), name=name,
-                              val_every=max(1, min(250, int(self.diffusion_steps.value) // 10)),
-                              notes={"layers": [img.name] + ([lab.name] if lab else [])})
-        fresh = bool(self.fresh_denoiser.value) and init is not None
-        kwargs = {"slices": slices, "init": init, "fresh_denoiser": fresh, "register_as": name}
-        total = cfg.vae_steps + cfg.diffusion_steps
-        return train_generator_job, (data, mask, default_run_dir(name), cfg), kwargs, total
-
     def start(self):
         if self._worker is not None:
             return
@@ -355,6 +328,8 @@ class TrainWidget(Container):
         self._gen_offset = {}
         self.progress.max, self.progress.value = total, 0
         self.status.value = "preparing data..."
+        if self.target.value != "generator":
+            self._announce(cfg)
         self._worker = create_worker(
             surfacing_errors(func), *args, **kwargs,
             _worker_class=_TrainWorker,
@@ -364,6 +339,19 @@ class TrainWidget(Container):
         )
         self._set_running(True)
         self._worker.start()
+
+    def _announce(self, cfg) -> None:
+        """Say how long the run will take here, from one measured step, before it starts."""
+        from ..train.estimate import describe, seconds_per_step
+
+        try:
+            per = seconds_per_step(cfg)
+        except Exception:  # noqa: BLE001 - an estimate must never stop a run; the worker reports real errors
+            return
+        text = (f"{cfg.steps} steps × batch {cfg.batch}: {describe(per * cfg.steps)} on this machine "
+                f"({per:.2f} s/step measured); Stop keeps the best model so far")
+        self.status.value = f"preparing data... {text}"
+        show_info(f"Training {cfg.name!r}: {text}.")
 
     def stop(self):
         if self._worker is not None:
@@ -395,38 +383,11 @@ class TrainWidget(Container):
         rate = info.get("samples_per_s", 0.0)
         self.status.value = (f"step {p.done}/{p.total} · loss {h['loss'][-1]:.3f}{best} · "
                              f"{rate:.1f} samples/s · ETA {eta // 60:.0f}:{eta % 60:02.0f}")
-        if time.perf_counter() - self._last_draw > REDRAW_S:
-            self._draw()
-
-    def _gen_yielded(self, p):
-        """Progress of a generator training: VAE steps, then latent encoding, then denoiser steps."""
-        info = p.info or {}
-        if p.stage in ("prepare", "encode"):
-            what = "preparing data" if p.stage == "prepare" else "encoding latents"
-            self.status.value = f"{what}... {p.done}/{p.total}"
-            return
-        if p.stage not in self._gen_offset:  # a new stage: its steps continue the x axis
-            self._gen_offset[p.stage] = (self._history["step"][-1] if self._history["step"] else 0, time.perf_counter(),
-                                         p.done)
-        offset, t_first, s_first = self._gen_offset[p.stage]
-        vae_total = 0 if "vae" not in self._gen_offset else int(self.vae_steps.value)
-        self.progress.max = max(self.progress.max, vae_total + p.total)
-        self.progress.value = min(self.progress.max, (vae_total if p.stage == "diffusion" else 0) + p.done)
-        h = self._history
-        h["step"].append(offset + p.done - s_first + 1)
-        h["loss"].append(info.get("loss", float("nan")))
-        eta = (time.perf_counter() - t_first) / max(1, p.done - s_first) * (p.total - p.done)
-        stage = "VAE" if p.stage == "vae" else "denoiser"
-        val = info.get("val_loss_cond", info.get("val_loss_uncond"))
-        val_txt = f" · val {val:.3f}" if isinstance(val, float) else ""
-        self.status.value = (f"{stage} step {p.done}/{p.total} · loss {h['loss'][-1]:.3f}{val_txt} · "
-                             f"stage ETA {eta // 60:.0f}:{eta % 60:02.0f}")
-        if time.perf_counter() - self._last_draw > REDRAW_S:
-            self._draw()
+        self._plot.draw(h)  # every update: the axes follow the whole history
 
     @_if_alive
     def _returned(self, result):
-        self._draw()
+        self._plot.draw(self._history)
         if "complete" in result:  # a generator training
             return self._gen_returned(result)
         card = result.get("card") or {}
@@ -439,27 +400,52 @@ class TrainWidget(Container):
         what = "stopped early" if result.get("stopped") else "finished"
         iou_txt = f", validation IoU {iou:.3f}" if isinstance(iou, float) and iou == iou else ""
         self.status.value = f"{what} at step {result.get('step')}: model {reg.name!r}{iou_txt}"
-        self._refresh_docks()  # the Segment widget now lists the new model
+        self._refresh_docks(select_model=reg.name)  # the Segment dock lists the new model, selected
         self.base.reset_choices()
-        show_info(f"Training {what}: model {reg.name!r}{iou_txt} is ready in the Segment widget.")
+        self._trained = reg  # what "Export to bioimage.io" exports
+        show_info(f"Training {what}: model {reg.name!r}{iou_txt} is selected in the Segment dock.")
 
-    def _refresh_docks(self):
+    def _add_export(self):
+        """An "Export to bioimage.io" button under Start/Stop (the model just trained, else "start from")."""
+        from ._collapse import _row_of
+
+        self._trained = None
+        self._export_worker = None
+        self.export_btn = PushButton(text="Export to bioimage.io…",
+                                     tooltip="write the model just trained (else the 'start from' model) as a "
+                                             "bioimage.io package (.zip) for other tools")
+        layout = self.native.layout()
+        layout.insertWidget(_row_of(layout, self.progress.native), self.export_btn.native)
+        self.export_btn.changed.connect(lambda: self.export_bioimageio())
+
+    def export_bioimageio(self, path=None):
+        """Export to ``path`` (asked with a file dialog when None); returns the thread worker."""
+        from .interop import ask_path, export_bioimageio
+
+        model = self._trained or (self.base.value if self.base.value not in (None, "scratch") else None)
+        if model is None:
+            show_error("Train a model first (or choose one under 'start from') to export it.")
+            return None
+        name = Path(str(model)).name
+        path = path or ask_path(self.native, "Export to bioimage.io", "bioimage.io package (*.zip)", save=True)
+        if not path:
+            return None
+        self.export_btn.enabled = False
+        self.status.value = f"exporting {name} to {Path(path).name}..."
+
+        def ended(result, exc):
+            self.export_btn.enabled = True
+            self.status.value = f"exported {name}: {result}" if exc is None else f"export failed: {exc}"
+
+        self._export_worker = export_bioimageio(model, path, on_end=ended)
+        return self._export_worker
+
+    def _refresh_docks(self, select_model: str | None = None):
         for w in list(getattr(self._viewer.window, "dock_widgets", {}).values()):
             if hasattr(w, "reset_choices"):
                 w.reset_choices()
-
-    def _gen_returned(self, result):
-        what = "stopped early" if result.get("stopped") else "finished"
-        reg = result.get("registered")
-        if reg is None:
-            self.status.value = f"{what} in the {result.get('stage')} stage: no usable generator yet"
-            show_info(f"Generator training {what} before the denoiser had a checkpoint: nothing registered "
-                      f"(partial files in {result.get('path')}).")
-            return
-        self.status.value = f"{what}: generator {reg.name!r} (denoiser step {result.get('step')})"
-        self._refresh_docks()  # the Generate widget now lists the new generator
-        self.gen_base.reset_choices()
-        show_info(f"Generator training {what}: {reg.name!r} is ready in the Generate widget.")
+            if select_model and hasattr(w, "select_model"):
+                w.select_model(select_model)
 
     @_if_alive
     def _errored(self, exc):
@@ -476,35 +462,8 @@ class TrainWidget(Container):
 
     def _set_running(self, running: bool):
         for w in (self.start_btn, self.finetune_btn, self.images, self.labels, self.base, self.steps, self.target,
-                  self.gen_base, self.vae_steps, self.diffusion_steps):
-            w.enabled = not running
+                  self.gen_base, self.vae_steps, self.diffusion_steps, self.slices, self.name, self.patch,
+                  self.batch, self.lr, self.val_fraction, self.synthetic_ratio, self.hard, self.keep_vae,
+                  self.fresh_denoiser):
+            w.enabled = not running  # what a run was started with stays on screen as it was
         self.stop_btn.enabled = running
-
-    # -- plot -----------------------------------------------------------------------
-    def _make_plot(self):
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(4, 2.4), tight_layout=True)
-        ax = fig.add_subplot(111)
-        ax2 = ax.twinx()
-        (self._loss_line,) = ax.plot([], [], color="tab:blue", lw=1)
-        (self._iou_line,) = ax2.plot([], [], "o-", color="tab:orange", ms=3)
-        ax.set_xlabel("step")
-        ax.set_ylabel("training loss", color="tab:blue")
-        ax2.set_ylabel("validation IoU", color="tab:orange")
-        ax2.set_ylim(0, 1)
-        self._ax = ax
-        self._canvas = FigureCanvasQTAgg(fig)
-        self._canvas.setMinimumHeight(180)
-        self.native.layout().addWidget(self._canvas)
-
-    def _draw(self):
-        h = self._history
-        self._loss_line.set_data(h["step"], h["loss"])
-        self._iou_line.set_data(h["vstep"], h["iou"])
-        self._ax.relim()
-        self._ax.autoscale_view()
-        self._iou_line.axes.set_xlim(self._ax.get_xlim())
-        self._canvas.draw_idle()
-        self._last_draw = time.perf_counter()

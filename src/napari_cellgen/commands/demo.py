@@ -41,8 +41,18 @@ def has_display() -> bool:
     return True
 
 
+OUTPUTS = ("sample_em.tif", "sample_mito_truth.tif", "mito_labels.tif", "preview.png", "summary.json")
+
+
 def run(args) -> int:
     if args.headless or not has_display():
+        from .._paths import check_outputs
+        from ..models.store import looks_like_path, read_card, resolve
+
+        model_path = args.model if args.model and looks_like_path(args.model) else None
+        check_outputs([("--model", model_path)], [("--out", args.out, "dir", OUTPUTS)])
+        if args.model:
+            read_card(resolve(args.model))  # a named model that is missing or damaged: say so now
         if not args.headless:
             print("cellgen demo: no display found, running headless (see --help)", file=sys.stderr)
         return run_headless(Path(args.out), model=args.model)
@@ -110,6 +120,7 @@ def run_headless(out: Path, model: str | None = None) -> int:
     """Segment the sample and write stack, ground truth, labels, a PNG preview and a summary."""
     import imageio.v3 as iio
 
+    from .._paths import atomic_write_bytes
     from .._sample_data import sample_paths
     from ..io import read_stack, write_tiff
 
@@ -141,9 +152,11 @@ def run_headless(out: Path, model: str | None = None) -> int:
         print(f"cellgen demo: {why}; wrote the sample only", file=sys.stderr)
     z = image.shape[0] // 2
     preview = out / "preview.png"
-    iio.imwrite(preview, overlay(image[z], [(m[z], c) for m, c in masks]))
+    # every file is written atomically: an interrupted demo never leaves a half-written one
+    atomic_write_bytes(preview, iio.imwrite("<bytes>", overlay(image[z], [(m[z], c) for m, c in masks]),
+                                            extension=".png"))
     written.append(preview)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
     written.append(out / "summary.json")
     for path in written:
         print(path)

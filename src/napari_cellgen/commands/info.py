@@ -25,9 +25,9 @@ QT_BINDINGS = ("PyQt6", "PySide6", "PyQt5", "PySide2")
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "info",
-        help="show versions, torch devices and available models",
-        description="Show the versions napari-cellgen runs with, the torch devices it can use "
-        "and the bundled and user models.",
+        help="show versions, torch devices and available models and generators",
+        description="Show the versions napari-cellgen runs with, the torch devices it can use, "
+        "and the bundled and user segmentation models and EM generators.",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     return p
@@ -61,6 +61,7 @@ def torch_devices() -> list[str]:
 
 def collect() -> dict:
     """Everything ``cellgen info`` reports, as plain data."""
+    from ..generate.store import bundled_generators_dir, list_generators, user_generators_dir
     from ..models.store import bundled_dir, list_models, user_dir
 
     bundled = bundled_dir().resolve()
@@ -68,6 +69,11 @@ def collect() -> dict:
     for name, folder in list_models().items():
         kind = "bundled" if folder.resolve().is_relative_to(bundled) else "user"
         models.append({"name": name, "kind": kind, "path": str(folder)})
+    bundled_gen = bundled_generators_dir().resolve()
+    generators = []
+    for name, folder in list_generators().items():
+        kind = "bundled" if folder.resolve().is_relative_to(bundled_gen) else "user"
+        generators.append({"name": name, "kind": kind, "path": str(folder)})
     return {
         "python": f"{platform.python_version()} ({sys.executable})",
         "platform": platform.platform(),
@@ -76,6 +82,8 @@ def collect() -> dict:
         "torch_devices": torch_devices(),
         "models": models,
         "model_dirs": {"bundled": str(bundled_dir()), "user": str(user_dir())},
+        "generators": generators,
+        "generator_dirs": {"bundled": str(bundled_generators_dir()), "user": str(user_generators_dir())},
     }
 
 
@@ -90,11 +98,13 @@ def run(args) -> int:
     qt = ", ".join(f"{k} {v}" for k, v in info["qt_bindings"].items())
     lines.append(f"{'Qt binding':<15} {qt or 'none (pip install napari-cellgen[all] for the viewer)'}")
     lines.append(f"{'torch devices':<15} {', '.join(info['torch_devices']) or 'torch not installed'}")
-    lines.append("models:")
-    for m in info["models"]:
-        lines.append(f"  {m['name']:<20} {m['kind']:<8} {m['path']}")
-    if not info["models"]:
-        lines.append("  (none found)")
+    for what, key in (("segmentation models", "models"), ("generators", "generators")):
+        lines.append(f"{what}:")
+        for m in info[key]:
+            lines.append(f"  {m['name']:<20} {m['kind']:<8} {m['path']}")
+        if not info[key]:
+            lines.append("  (none found)")
     lines.append(f"user models folder: {info['model_dirs']['user']}")
+    lines.append(f"user generators folder: {info['generator_dirs']['user']}")
     print("\n".join(lines))
     return 0

@@ -61,50 +61,66 @@ def masks_path_for(out: Path) -> Path:
 def run(args) -> int:
     import numpy as np
 
+    from .._checks import number
+    from .._paths import check_input, check_outputs, read_input
     from .._progress import run as drive
     from .._progress import tqdm_callback
-    from ..generate.sample import sample
+    from ..generate.config import SampleOptions
+    from ..generate.sample import check_masks, sample
     from ..generate.store import load_generator
-    from ..io import read_stack, write_tiff
+    from ..io import write_tiff
+    from ..models.store import looks_like_path
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    out = Path(args.output)
-    if out.is_dir():
-        raise ValueError(f"{out} is a folder: give a file name such as OUT.tif")
-    masks = None
-    if args.masks:
-        src = Path(args.masks)
-        if not src.exists():
-            raise FileNotFoundError(f"{src} does not exist")
-        data, _ = read_stack(src)
-        masks = np.asarray(data)
+    # options, inputs and outputs are checked before the generator is loaded or anything generated
     try:
         noise = None if str(args.pixel_noise).lower() == "auto" else float(args.pixel_noise)
     except ValueError:
         raise ValueError(f"--pixel-noise must be a number or 'auto', got {args.pixel_noise!r}") from None
+    opts = SampleOptions(n=args.n, steps=args.steps, guidance=args.guidance, seed=args.seed, batch=args.batch,
+                         pixel_noise=noise).validate()
+    number(args.threads, "--threads", lo=1, hi=1024, integer=True, none_ok=True)
+    out = Path(args.output)
+    pairs_out = args.masks is None and not args.unconditional
+    src = check_input("--masks", args.masks) if args.masks else None
+    gen_path = args.generator if args.generator and looks_like_path(args.generator) else None
+    check_outputs(
+        inputs=[("--masks", src), ("--generator", gen_path)],
+        outputs=[("-o", out, "file"), ("-o (its masks)", masks_path_for(out) if pairs_out else None, "file")],
+    )
+    masks = None
+    if src is not None:
+        data, _ = read_input(src, "sample", "--masks")
+        masks = np.asarray(data)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     gen = load_generator(args.generator)
+    if masks is not None:
+        # pad=False: the CLI takes masks whose sides are multiples of the generator's divisor
+        check_masks(masks, gen.divisor, args.allow_empty)
+        count, side = (1 if masks.ndim == 2 else len(masks)), masks.shape[-2:]
+    else:
+        count, side = opts.n, (gen.tile, gen.tile)
+    opts.check_memory(count, side, gen.vae.config["latent_channels"], gen.factor)
     t0 = time.perf_counter()
     res = drive(
         sample(
             gen,
             masks,
-            args.n,
-            steps=args.steps,
-            guidance=args.guidance,
-            seed=args.seed,
+            opts.n,
+            steps=opts.steps,
+            guidance=opts.guidance,
+            seed=opts.seed,
             sampler=args.sampler,
             pairs=not args.unconditional,
             allow_empty=args.allow_empty,
-            batch_size=args.batch,
-            pixel_noise=noise,
+            batch_size=opts.batch,
+            pixel_noise=opts.pixel_noise,
         ),
         None if args.quiet else tqdm_callback("sample"),
     )
     dt = time.perf_counter() - t0
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_tiff(out, res.images)
     written = [str(out)]
     if masks is None and res.masks is not None:

@@ -7,9 +7,7 @@ dask.distributed (:mod:`napari_cellgen.segment.blockwise`); otherwise in this pr
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +25,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "(0 = background) with the input's shape, and optionally a CSV with one row per object.",
     )
     p.add_argument("input", help="TIFF / OME-TIFF stack, zarr / OME-Zarr, or a folder of numbered slices")
-    p.add_argument("-o", "--output", required=True, help="labels to write: NAME.tif, or NAME.zarr (OME-Zarr)")
+    p.add_argument("-o", "--output", required=True,
+                   help="labels to write: NAME.tif, NAME.zarr (OME-Zarr), or IMG.zarr/labels/NAME to add "
+                   "them to the input OME-Zarr IMG.zarr (its image untouched)")
     p.add_argument("--csv", help="write per-object measurements to this CSV file")
     p.add_argument("--model", default=None, help="registered model name or model folder (default: shipped)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
@@ -35,7 +35,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=None, help="tile size at model resolution (default: card)")
     p.add_argument("--overlap", type=int, default=None, help="tile overlap at model resolution")
     p.add_argument("--min-size", type=int, default=200, help="smallest object kept, in pixels/voxels")
-    p.add_argument("--2d", dest="two_d", action="store_true", help="label each slice on its own")
+    p.add_argument("--2d", dest="two_d", action="store_true",
+                   help="each slice on its own: 2D labels, and no neighbouring slices as the model's context")
+    p.add_argument("--slices", choices=("auto", "volume", "independent"), default="auto",
+                   help="auto (default): a stack of unrelated images (generated tiles, separate micrographs) "
+                   "is detected and segmented slice by slice; volume: always use neighbouring slices as "
+                   "context; independent: each slice alone, like --2d")
     p.add_argument("--split", action="store_true", help="split touching objects (watershed)")
     p.add_argument("--median", action="store_true", help="3x3x3 median filter on probabilities")
     p.add_argument("--tta", type=int, nargs="?", const=4, default=2, choices=(1, 2, 4), metavar="VIEWS",
@@ -61,37 +66,58 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    from .._checks import number
+    from .._paths import check_input, check_outputs, check_space, read_input, temp_dir
     from .._progress import tqdm_callback
-    from ..io import read_stack
+    from ..io.ome_labels import check_labels_target, labels_container
+    from ..models.store import looks_like_path, read_card, resolve
     from ..segment.diskarray import DiskArray
     from ..segment.measure import write_csv
     from ..segment.pipeline import SegmentOptions, segment
+    from ..segment.predict import pick_device
 
-    src = Path(args.input)
-    if not src.exists():
-        raise FileNotFoundError(f"{src} does not exist")
-    out = Path(args.output)
-    _check_output(out)
-    if args.csv:
-        _check_writable(Path(args.csv))
-    image, meta = _read(read_stack, src)
-    pixel_size = _pixel_size(meta)
+    # every option, the model card and every output are checked before the input is read
     opts = SegmentOptions(
         model=args.model, threshold=args.threshold, tile=args.tile, overlap=args.overlap,
         min_size=args.min_size, mode="2d" if args.two_d else "3d", split=args.split, median=args.median,
         device=args.device, batch_size=args.batch_size, tta=args.tta, measure=bool(args.csv),
+        slices=args.slices,
+    ).validate()
+    number(args.workers, "--workers", lo=1, hi=1024, integer=True, none_ok=True)
+    number(args.block_z, "--block-z", lo=1, integer=True, none_ok=True)
+    pick_device(args.device)
+    src = check_input("input", args.input)
+    read_card(resolve(args.model))
+    out = Path(args.output)
+    into = labels_container(out)  # -o IMG.zarr/labels/NAME: labels added to that OME-Zarr, image untouched
+    model_path = args.model if args.model and looks_like_path(args.model) else None
+    check_outputs(
+        inputs=[("input", src), ("--model", model_path)],
+        outputs=[("-o", None if into else out, "auto"), ("--csv", args.csv, "file"),
+                 ("--probabilities", args.probabilities, "auto")],
     )
-    if args.scheduler or args.workers:
+    if into:
+        check_labels_target(out)
+    image, meta = read_input(src, "segment")
+    if into:
+        check_labels_target(out, tuple(image.shape))
+    pixel_size = _pixel_size(meta)
+    if args.scheduler or args.workers is not None:
         return _run_blockwise(args, src, out, image, pixel_size, opts)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".cellgen-") as tmp:
+    stream = image.ndim == 3 and int(np.prod(image.shape)) > IN_MEMORY_VOXELS
+    if stream:  # uint8 probabilities + uint32 labels as raw files next to the output
+        check_space(out.parent, 5 * int(np.prod(image.shape)), "temporary files of -o")
+    with temp_dir(into or out.parent) as tmp:
         kw = {}
-        if image.ndim == 3 and int(np.prod(image.shape)) > IN_MEMORY_VOXELS:
+        if stream:
             # larger than comfortable in RAM: stream through raw files next to the output
             kw["prob_out"] = DiskArray(Path(tmp) / "prob.raw", image.shape, np.uint8)
             kw["labels_out"] = DiskArray(Path(tmp) / "labels.raw", image.shape, np.uint32)
         cb = None if args.quiet else tqdm_callback()
         res = segment(image, opts, callback=cb, pixel_size=pixel_size, **kw)
+        if res.message:
+            print(f"cellgen segment: {res.message}", file=sys.stderr)
         dtype = np.uint16 if res.n_objects < 65535 else np.uint32
         _write(out, res.labels, dtype, pixel_size, labels=True)
         if args.probabilities:
@@ -114,30 +140,23 @@ def _is_zarr_name(path: Path) -> bool:
     return path.name.lower().rstrip("/").endswith(".zarr")
 
 
-def _check_output(path: Path) -> None:
-    if not _is_zarr_name(path):
-        _check_writable(path)
-        return
-    from ..io.zarr_io import check_zarr_target
-
-    try:
-        check_zarr_target(path)
-    except FileExistsError as exc:
-        raise ValueError(str(exc)) from exc
-
-
 def _write(path: Path, data, dtype, pixel_size=None, labels: bool = False) -> None:
     """TIFF or, for a NAME.zarr path, OME-Zarr; atomic either way."""
-    if _is_zarr_name(path):
+    from ..io.ome_labels import labels_container, write_labels
+
+    if labels and labels_container(path):  # IMG.zarr/labels/NAME
+        write_labels(path, data, dtype=dtype)
+    elif _is_zarr_name(path):
         from ..io.zarr_io import write_zarr
 
         write_zarr(path, data, pixel_size=pixel_size, labels=labels)  # labels stay uint32
     else:
-        write_stack(path, data, dtype, pixel_size)
+        write_stack(path, data, dtype, pixel_size, labels=labels)
 
 
 def _run_blockwise(args, src: Path, out: Path, image, pixel_size, opts) -> int:
     """The dask path: blocks of slices on a cluster, labels (and probabilities) as zarr."""
+    from .._paths import temp_dir
     from .._progress import tqdm_callback
     from ..cli import UserError
     from ..segment.blockwise import BlockError, segment_blockwise
@@ -146,14 +165,14 @@ def _run_blockwise(args, src: Path, out: Path, image, pixel_size, opts) -> int:
 
     if image.ndim != 3:
         raise ValueError("--scheduler/--workers segment (Z, Y, X) stacks; run a 2D image without them")
-    if args.probabilities:
-        _check_output(Path(args.probabilities))
     t0 = time.perf_counter()
     cb = None if args.quiet else tqdm_callback()
     threads = torch_threads_for(args.workers) if args.workers else None
     to_tiff = not _is_zarr_name(out)
     try:
-        with tempfile.TemporaryDirectory(dir=out.parent, prefix=".cellgen-") as tmp, dask_client(
+        from ..io.ome_labels import labels_container
+
+        with temp_dir(labels_container(out) or out.parent) as tmp, dask_client(
             args.scheduler, args.workers, memory_limit=args.memory_limit
         ) as client:
             labels_zarr = Path(tmp) / "labels.zarr" if to_tiff else out
@@ -171,7 +190,8 @@ def _run_blockwise(args, src: Path, out: Path, image, pixel_size, opts) -> int:
 
                 if to_tiff:
                     dtype = np.uint16 if res.n_objects < 65535 else np.uint32
-                    write_stack(out, zarr.open_array(str(labels_zarr / "0"), mode="r"), dtype, pixel_size)
+                    _write(out, zarr.open_array(str(labels_zarr / "0"), mode="r"), dtype, pixel_size,
+                           labels=True)  # a TIFF, or IMG.zarr/labels/NAME
                 if args.probabilities and not _is_zarr_name(Path(args.probabilities)):
                     write_stack(Path(args.probabilities), zarr.open_array(str(prob_zarr / "0"), mode="r"),
                                 np.uint8, pixel_size)
@@ -179,6 +199,8 @@ def _run_blockwise(args, src: Path, out: Path, image, pixel_size, opts) -> int:
                 write_csv(args.csv, res.table)
     except (BlockError, ClusterError) as exc:
         raise UserError(f"{exc}. Nothing was written to {out}.") from exc
+    if res.message:
+        print(f"cellgen segment: {res.message}", file=sys.stderr)
     dt = time.perf_counter() - t0
     mpix = float(np.prod(image.shape)) / 1e6
     where = args.scheduler or f"{args.workers} local worker{'s' if args.workers > 1 else ''}"
@@ -191,29 +213,9 @@ def _run_blockwise(args, src: Path, out: Path, image, pixel_size, opts) -> int:
     return 0
 
 
-def _read(read_stack, src):
-    try:
-        got = read_stack(src)
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"cannot read {src}: {exc}") from exc
-    if got is None:
-        raise ValueError(f"{src} is not an image stack napari-cellgen can read (TIFF or a folder of slices)")
-    return got
-
-
 def _pixel_size(meta: dict):
     ps = (meta or {}).get("pixel_size_nm") or (meta or {}).get("pixel_size")
     return tuple(float(v) for v in ps) if ps else None
-
-
-def _check_writable(path: Path) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder; give a file name such as {path / 'labels.tif'}")
-    if not parent.exists():
-        raise FileNotFoundError(f"the output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise PermissionError(f"cannot write into {parent}")
 
 
 class _AsType:

@@ -40,27 +40,37 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args) -> int:
     from pathlib import Path
 
+    from .._checks import number
+    from .._paths import check_outputs
     from .._progress import run as drive
     from .._progress import tqdm_callback
-    from ..generate.synth import write_synthetic_set
+    from ..generate.config import SampleOptions
+    from ..generate.store import load_generator
+    from ..generate.synth import IMAGES, MASKS, META, write_synthetic_set
+    from ..models.store import looks_like_path
 
+    opts = SampleOptions(n=args.n, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                         batch=args.batch).validate()
+    number(args.threads, "--threads", lo=1, hi=1024, integer=True, none_ok=True)
+    out = Path(args.output)
+    gen_path = args.generator if args.generator and looks_like_path(args.generator) else None
+    check_outputs(inputs=[("--generator", gen_path)], outputs=[("-o", out, "dir", (IMAGES, MASKS, META))])
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} exists and is not a folder")
+    gen = load_generator(args.generator)
+    opts.check_memory(opts.n, (gen.tile, gen.tile), gen.vae.config["latent_channels"], gen.factor)
     t0 = time.perf_counter()
     meta = drive(
         write_synthetic_set(
             out,
-            args.n,
-            args.generator,
-            seed=args.seed,
-            steps=args.steps,
-            guidance=args.guidance,
-            batch_size=args.batch,
+            opts.n,
+            gen,
+            seed=opts.seed,
+            steps=opts.steps,
+            guidance=opts.guidance,
+            batch_size=opts.batch,
         ),
         None if args.quiet else tqdm_callback("synth"),
     )

@@ -11,6 +11,8 @@ so ``cellgen segment --model NAME`` and the Segment widget find it.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -71,71 +73,85 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _read(path: str):
-    from ..io import read_stack
+def _read(path: str, opt: str):
+    from .._paths import read_input
 
-    src = Path(path)
-    if not src.exists():
-        raise FileNotFoundError(f"{src} does not exist")
-    try:
-        data, meta = read_stack(src)
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"cannot read {src}: {exc}") from exc
-    for w in (meta or {}).get("warnings", []) or []:
-        print(f"cellgen train: {src.name}: {w}", file=sys.stderr)
-    return data
+    return read_input(path, "train", opt)[0]
 
 
 def build_config(args):
-    """A :class:`TrainConfig` from the parsed arguments (the patch converted to model pixels)."""
+    """A :class:`TrainConfig` from the parsed arguments (the patch converted to model pixels), validated."""
+    from .._checks import number
     from ..train.loop import TrainConfig, base_model_info, default_lr, patch_at_model_scale
 
-    for name in ("steps", "batch", "patch"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be at least 1")
-    if not 0.0 <= args.val_fraction < 1.0:
-        raise ValueError("--val-fraction must be in [0, 1)")
     init = "scratch" if args.init == "scratch" else args.init
-    cfg = TrainConfig(init=init, base=args.base, depth=args.depth, scale=args.scale, context=args.context)
+    cfg = TrainConfig(
+        init=init, base=args.base, depth=args.depth, scale=args.scale, context=args.context, steps=args.steps,
+        batch=args.batch, seed=args.seed, threads=args.threads, val_fraction=args.val_fraction,
+        hard_prob=args.hard_examples, mine_every=args.mine_every, ema=args.ema,
+        lr=args.lr if args.lr is not None else default_lr(init),
+        val_every=args.val_every if args.val_every is not None else max(1, args.steps // 20),
+        synthetic_ratio=args.synthetic_ratio if getattr(args, "synthetic", None) else 0.0,
+    )
+    number(args.patch, "--patch", lo=1, hi=1 << 16, integer=True)
+    number(args.synthetic_ratio, "--synthetic-ratio", lo=0, hi=1)
+    number(getattr(args, "nproc", 1), "--nproc", lo=1, hi=1024, integer=True)
+    cfg.validate()  # before the --init card is read: a NaN scale never reaches the patch arithmetic
     info = base_model_info(init, cfg)
     cfg.patch = patch_at_model_scale(args.patch, info["scale"], info["depth"])
-    cfg.steps, cfg.batch, cfg.seed, cfg.threads = args.steps, args.batch, args.seed, args.threads
-    cfg.lr = args.lr if args.lr is not None else default_lr(init)
-    cfg.val_fraction = args.val_fraction
-    cfg.hard_prob, cfg.mine_every = args.hard_examples, args.mine_every
-    if not 0.0 <= args.ema < 1.0:
-        raise ValueError(f"--ema must be in [0, 1), got {args.ema}")
-    cfg.ema = args.ema
-    cfg.val_every = args.val_every or max(1, args.steps // 20)
     cfg.name = args.name or Path(args.output).name
-    if getattr(args, "synthetic", None):
-        if not 0.0 <= args.synthetic_ratio <= 1.0:
-            raise ValueError("--synthetic-ratio must be between 0 and 1")
-        cfg.synthetic_ratio = args.synthetic_ratio
     cfg.notes = {"base_model": info["name"], "patch_input_px": args.patch,
                  "images": [str(p) for p in args.images], "masks": [str(p) for p in args.masks]}
-    return cfg
+    return cfg.validate()
+
+
+def _summary(card: dict | None, out: Path) -> str:
+    """The closing line: the kept model's validation IoU and step, or why there is none."""
+    metrics = (card or {}).get("metrics") or {}
+    if not metrics and (out / "card.json").is_file():  # e.g. --resume of a finished run: nothing new
+        try:
+            metrics = json.loads((out / "card.json").read_text()).get("metrics") or {}
+        except (OSError, ValueError):
+            metrics = {}
+    iou, step = metrics.get("val_iou"), metrics.get("step")
+    at = f" at step {step}" if step is not None else ""
+    if isinstance(iou, (int, float)) and math.isfinite(iou):
+        return f"validation IoU {iou:.4f}{at}"
+    return f"no validation IoU (no validation slices){at}"
 
 
 def run(args) -> int:
+    from .._paths import check_input, check_outputs
     from .._progress import run as drive
     from .._progress import tqdm_callback
+    from ..models.store import check_register_name, looks_like_path
     from ..segment.predict import pick_device
+    from ..train.checkpoint import check_training_state
     from ..train.data import parse_slices
 
+    # options, --init card, registration name, inputs and outputs: all checked before any work
     if len(args.images) != len(args.masks):
         raise ValueError(f"{len(args.images)} --images but {len(args.masks)} --masks: "
                          "give one mask per image")
     out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} exists and is not a folder")
-    if args.resume and not (out / "last" / "state.json").is_file():
-        raise ValueError(f"nothing to resume: {out / 'last'} has no training state")
     cfg = build_config(args)
     device = pick_device(args.device)
+    if not args.no_register:
+        check_register_name(cfg.name)
+    inputs = [("--images", check_input("--images", p)) for p in args.images]
+    inputs += [("--masks", check_input("--masks", p)) for p in args.masks]
+    if args.synthetic:
+        if getattr(args, "nproc", 1) > 1:
+            raise ValueError("--synthetic is not supported with --nproc > 1 yet")
+        inputs.append(("--synthetic", check_input("--synthetic", args.synthetic)))
+    if looks_like_path(args.init):
+        inputs.append(("--init", args.init))
+    check_outputs(inputs, [("-o", out, "dir", ("model.safetensors", "card.json", "last"))])
+    if args.resume:
+        check_training_state(out / "last")  # complete, one step, checksums match
     pairs = []
     for img_path, mask_path in zip(args.images, args.masks, strict=False):
-        image, mask = _read(img_path), _read(mask_path)
+        image, mask = _read(img_path, "--images"), _read(mask_path, "--masks")
         if tuple(image.shape) != tuple(mask.shape):
             raise ValueError(f"{img_path} has shape {tuple(image.shape)} but {mask_path} has "
                              f"{tuple(mask.shape)}: image and mask must be pixel-aligned stacks of one shape")
@@ -147,8 +163,6 @@ def run(args) -> int:
     if args.synthetic:
         from ..generate.synth import read_synthetic_set
 
-        if getattr(args, "nproc", 1) > 1:
-            raise ValueError("--synthetic is not supported with --nproc > 1 yet")
         images, masks, meta = read_synthetic_set(args.synthetic)
         synthetic = (images, masks)
         cfg.notes["synthetic_set"] = {"dir": str(args.synthetic), "generator": meta.get("generator"),
@@ -174,6 +188,8 @@ def run(args) -> int:
                 print(line, file=sys.stderr, flush=True)
 
     register = None if args.no_register else cfg.name
+    out.mkdir(exist_ok=True)
+    job = None
     try:
         from ..train.ddp import train_job  # one process, or DDP with --nproc / under torchrun
 
@@ -186,15 +202,15 @@ def run(args) -> int:
             job = train_job(pairs, out, cfg, nproc=args.nproc, resume=args.resume, device=device,
                             register_as=register)
         result = drive(job, report)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM
+        if job is not None:
+            job.close()  # now, not at garbage collection: the best model and last/ are written first
         if (out / "model.safetensors").is_file():
             print(f"cellgen train: interrupted; the best model so far is in {out} "
                   f"(continue with --resume)", file=sys.stderr)
         raise
-    metrics = (result["card"] or {}).get("metrics", {})
     dt = time.perf_counter() - t0
-    print(f"best validation IoU {metrics.get('val_iou', float('nan')):.4f} at step {metrics.get('step')} "
-          f"({dt:.0f} s); model in {out}", file=sys.stderr)
+    print(f"{_summary(result['card'], out)} ({dt:.0f} s); model in {out}", file=sys.stderr)
     if result["registered"] is not None:
         print(f"registered as {result['registered'].name!r}: cellgen segment IMG -o OUT --model "
               f"{result['registered'].name}", file=sys.stderr)

@@ -103,13 +103,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def build_config(args):
+    from .._checks import number
     from ..generate.train import GeneratorConfig
 
     for name in ("vae_patch", "vae_batch", "diffusion_batch", "val_every"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        number(getattr(args, name), f"--{name.replace('_', '-')}", lo=1, integer=True)
     if args.vae_steps < 0 or args.diffusion_steps < 1:
         raise ValueError("--vae-steps must be >= 0 and --diffusion-steps >= 1")
+    if not args.vae_channels or not args.unet_channels:
+        raise ValueError("--vae-channels and --unet-channels need at least one number each, e.g. 32,64,128")
+    number(args.tile, "--tile", lo=1, hi=1 << 16, integer=True)
     factor = 2 ** len(args.vae_channels)
     if args.tile < factor or args.tile % (factor * 4):
         raise ValueError(f"--tile must be a multiple of {factor * 4} (the VAE factor {factor} x 4)")
@@ -139,28 +142,37 @@ def build_config(args):
         threads=args.threads,
         name=args.name or Path(args.output).name,
         notes={"images": str(args.images), "masks": str(args.masks) if args.masks else None},
-    )
+    ).validate()
 
 
-def _read(path):
-    from ..io import read_stack
+def _read(path, opt):
+    from .._paths import read_input
 
-    src = Path(path)
-    if not src.exists():
-        raise FileNotFoundError(f"{src} does not exist")
-    data, _ = read_stack(src)
-    return data
+    return read_input(path, "train-generator", opt)[0]
 
 
 def run(args) -> int:
+    from .._paths import check_input, check_outputs
     from .._progress import run as drive
     from .._progress import tqdm_callback
+    from ..generate.store import LAYOUT, PARTS
     from ..generate.train import train_generator
+    from ..models.store import looks_like_path
     from ..train.data import parse_slices
 
-    cfg = build_config(args)
-    images = _read(args.images)
-    masks = _read(args.masks) if args.masks else None
+    cfg = build_config(args)  # options, inputs and outputs: all checked before any work
+    inputs = [("--images", check_input("--images", args.images))]
+    if args.masks:
+        inputs.append(("--masks", check_input("--masks", args.masks)))
+    if args.init and looks_like_path(args.init):
+        inputs.append(("--init", args.init))
+    check_outputs(inputs, [("-o", args.output, "dir", (*PARTS, LAYOUT))])
+    if args.init:
+        from ..generate.store import load_generator
+
+        load_generator(args.init)  # its cards and weights, before any training
+    images = _read(args.images, "--images")
+    masks = _read(args.masks, "--masks") if args.masks else None
     n = 1 if images.ndim == 2 else images.shape[0]
     slices = None
     if args.slices is not None:

@@ -63,6 +63,79 @@ class GeneratorConfig:
     name: str = ""
     notes: dict = field(default_factory=dict)
 
+    def validate(self) -> GeneratorConfig:
+        """Raise ``ValueError`` naming the first bad option (as ``cellgen train-generator`` spells it)."""
+        from .._checks import number
+
+        number(self.vae_steps, "--vae-steps", lo=0, integer=True)
+        for key in ("diffusion_steps", "vae_batch", "vae_patch", "diffusion_batch", "latent_crop", "val_every",
+                    "layers_per_block", "latent_channels", "vae_blocks"):
+            number(getattr(self, key), "--" + key.replace("_", "-"), lo=1, integer=True)
+        number(self.latent_variants, "--latent-variants", lo=1, hi=len(VARIANTS), integer=True)
+        number(self.tile, "--tile", lo=1, integer=True)
+        number(self.scale, "--scale", lo=0, hi=1, lo_open=True)
+        number(self.small_crop_p, "--small-crop-p", lo=0, hi=1)
+        number(self.adv_weight, "--adv-weight", lo=0)
+        for key in ("vae_lr", "diffusion_lr"):
+            number(getattr(self, key), key.replace("_", " "), lo=0, hi=1, lo_open=True)
+        for key in ("vae_minutes", "diffusion_minutes"):
+            number(getattr(self, key), "--" + key.replace("_", "-"), lo=0, lo_open=True, none_ok=True)
+        number(self.seed, "--seed", lo=0, hi=2**63 - 1, integer=True)
+        number(self.threads, "--threads", lo=1, integer=True, none_ok=True)
+        for key in ("vae_channels", "block_out_channels"):
+            values = tuple(getattr(self, key))
+            if not values:
+                raise ValueError(f"{key.replace('_', ' ')} must list at least one channel count")
+            for v in values:
+                number(v, key.replace("_", " "), lo=1, integer=True)
+        return self
+
+
+# bytes one generated sample needs while sampling, per pixel: the uint8 image, int32 labels of a drawn
+# layout, the boolean mask and its float32 conditioning (kept for all N samples until they are written)
+SAMPLE_BYTES_PER_PIXEL = 1 + 4 + 1 + 4
+
+
+@dataclass
+class SampleOptions:
+    """What ``cellgen sample`` / ``synth`` (and the Generate dock) ask of a generator."""
+
+    n: int = 4
+    steps: int = 25
+    guidance: float = 2.0
+    seed: int = 0
+    batch: int = 4
+    pixel_noise: float | None = None  # None: the VAE's measured noise
+
+    def validate(self) -> SampleOptions:
+        from .._checks import number
+
+        number(self.n, "--n", lo=1, integer=True)
+        number(self.steps, "--steps", lo=1, hi=1000, integer=True)
+        number(self.guidance, "--guidance", lo=0, hi=100)
+        number(self.seed, "--seed", lo=0, hi=2**63 - 1, integer=True)
+        number(self.batch, "--batch", lo=1, hi=4096, integer=True)
+        number(self.pixel_noise, "--pixel-noise", lo=0, hi=2, none_ok=True)
+        return self
+
+    def check_memory(self, count: int, side: tuple[int, int], latent_channels: int, factor: int,
+                     available: int | None = None) -> int:
+        """Refuse (``MemoryError`` with what to do) a job that cannot fit in RAM; returns its bytes."""
+        h, w = side
+        need = count * (h * w * SAMPLE_BYTES_PER_PIXEL + latent_channels * (h // factor) * (w // factor) * 4)
+        if available is None:
+            from ..io.stack import available_memory
+
+            available = available_memory()
+        if available is not None and need > available:
+            from .._checks import TooBig
+
+            raise TooBig(
+                f"{count} samples of {h}x{w} need about {need / 1e9:.1f} GB of memory and about "
+                f"{available / 1e9:.1f} GB are free: ask for fewer (--n) and run several jobs"
+            )
+        return need
+
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

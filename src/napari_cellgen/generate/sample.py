@@ -45,6 +45,8 @@ def check_masks(masks, divisor: int = 32, allow_empty: bool = False) -> np.ndarr
             f"masks must be boolean or integer labels (0 = background), got dtype {arr.dtype}; "
             "for a probability map, threshold it first (e.g. mask = prob > 0.5)"
         )
+    if arr.dtype.kind == "i" and arr.min() < 0:  # the same rule as training (train/data.py)
+        raise MaskError("the masks have negative values: use 0 for background and positive labels")
     h, w = arr.shape[-2:]
     if h % divisor or w % divisor:
         raise MaskError(

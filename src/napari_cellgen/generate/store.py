@@ -16,11 +16,22 @@ Everything loads offline from the files alone; nothing is unpickled. Bundled gen
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models.store import CARD, WEIGHTS, ModelError, atomic_write_bytes, load_tensors, save_model, user_dir
+from ..models.store import (
+    CARD,
+    WEIGHTS,
+    ModelError,
+    atomic_write_bytes,
+    check_register_name,
+    load_tensors,
+    looks_like_path,
+    save_model,
+    user_dir,
+)
 
 DEFAULT_GENERATOR = "mito-gen"
 LAYOUT = "layout.json"
@@ -44,36 +55,71 @@ def is_generator(folder: str | os.PathLike) -> bool:
     return all((f / p / CARD).is_file() and (f / p / WEIGHTS).is_file() for p in PARTS) and (f / LAYOUT).is_file()
 
 
+def shipped_generators() -> set[str]:
+    root = bundled_generators_dir()
+    return {p.name for p in root.iterdir() if is_generator(p)} if root.is_dir() else set()
+
+
 def list_generators() -> dict[str, Path]:
-    """Names of bundled and user generators mapped to their folders (user ones win on clashes)."""
+    """Names of bundled and user generators mapped to their folders (shipped names are reserved)."""
     found: dict[str, Path] = {}
     for root in (bundled_generators_dir(), user_generators_dir()):
         if root.is_dir():
             for sub in sorted(root.iterdir()):
                 if is_generator(sub):
-                    found[sub.name] = sub
+                    found.setdefault(sub.name, sub)
     return found
 
 
 def resolve_generator(name_or_dir: str | os.PathLike | None = None) -> Path:
-    """A generator folder from a registered name, a path, or None (the default generator)."""
+    """A generator folder: registered names first; folders only when the argument is a path."""
     if name_or_dir in (None, "", "default"):
         name_or_dir = DEFAULT_GENERATOR
-    path = Path(name_or_dir)
-    if path.is_dir():
-        return path
-    known = list_generators()
-    if str(name_or_dir) in known:
-        return known[str(name_or_dir)]
-    if path.exists() or os.sep in str(name_or_dir) or "/" in str(name_or_dir):
+    path = Path(os.path.expanduser(os.fspath(name_or_dir)))
+    if looks_like_path(name_or_dir):
+        if path.is_dir():
+            return path
         raise GeneratorError(
             f"{name_or_dir} is not a folder: a generator is a folder with vae/, denoiser/ "
             f"and {LAYOUT} (as written by `cellgen train-generator -o GEN_DIR`)."
         )
+    known = list_generators()
+    if str(name_or_dir) in known:
+        return known[str(name_or_dir)]
+    hint = (f"; to use the folder {name_or_dir} in the current directory give it as a path: "
+            f"./{name_or_dir}") if path.is_dir() else ""
     raise GeneratorError(
         f"No generator called {str(name_or_dir)!r}. Known generators: {', '.join(known) or 'none'}; "
-        "train one with `cellgen train-generator` or give the path of a generator folder."
+        f"train one with `cellgen train-generator` or give the path of a generator folder{hint}."
     )
+
+
+def _check_number(card: dict, key: str, where, lo=None, positive=False, integer=False) -> None:
+    if key not in card:
+        return
+    v = card[key]
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ok = ok and (not integer or float(v) == int(v)) and (not positive or v > 0) and (lo is None or v >= lo)
+    if not ok:
+        raise GeneratorError(f"{where}: {key} is {v!r}, which is not a valid value: the card is damaged; "
+                             "restore it or train the generator again.")
+
+
+def validate_generator_cards(vcard: dict, dcard: dict, divisor: int, where: Path) -> None:
+    """Check the card fields sampling reads (tile, scale, latent statistics, noise)."""
+    vpath, dpath = where / "vae" / CARD, where / "denoiser" / CARD
+    for key in ("latent_scale",):
+        _check_number(vcard, key, vpath, positive=True)
+    _check_number(vcard, "latent_shift", vpath)
+    _check_number(vcard, "noise_std", vpath, lo=0)
+    for card, path in ((vcard, vpath), (dcard, dpath)):
+        _check_number(card, "tile", path, positive=True, integer=True)
+        _check_number(card, "scale", path, positive=True)
+        if "scale" in card and card["scale"] > 1:
+            raise GeneratorError(f"{path}: scale must be in (0, 1], got {card['scale']!r}.")
+    tile = int(dcard.get("tile", 256))
+    if tile % divisor:
+        raise GeneratorError(f"{dpath}: tile {tile} must be a multiple of {divisor} (the generator's divisor).")
 
 
 @dataclass
@@ -131,19 +177,20 @@ def _load_part(folder: Path, part: str, cls):
             "stopped before this part was written)."
         )
     card = _read_json(sub / CARD, f"{part} card")
-    if "architecture" not in card:
+    if not isinstance(card, dict) or not isinstance(card.get("architecture"), dict):
         raise GeneratorError(f"{sub / CARD} does not describe an architecture.")
     if not (sub / WEIGHTS).is_file():
         raise GeneratorError(f"{sub} has no {WEIGHTS}: the generator is incomplete.")
     try:
-        state = load_tensors(sub / WEIGHTS)
+        state = load_tensors(sub / WEIGHTS, card.get("weights_sha256"))
     except ModelError as exc:
         raise GeneratorError(str(exc)) from exc
     try:
         model = cls(**card["architecture"])
         model.load_state_dict(state)  # float16 (exported) weights are cast to the model's float32
-    except (TypeError, RuntimeError, ValueError) as exc:
-        raise GeneratorError(f"The weights in {sub} do not match its card ({exc}).") from exc
+    except (TypeError, RuntimeError, ValueError, KeyError, AssertionError) as exc:
+        msg = " ".join(str(exc).split())[:200]
+        raise GeneratorError(f"The weights in {sub} do not match its card ({msg}).") from exc
     return model.eval(), card
 
 
@@ -159,7 +206,10 @@ def load_generator(name_or_dir=None, device: str = "cpu") -> LatentGenerator:
         raise GeneratorError(f"{folder / 'vae' / CARD} lacks latent_scale: the VAE was not finished.")
     if den.config["latent_channels"] != vae.config["latent_channels"] or den.config["factor"] != vae.divisor:
         raise GeneratorError(f"{folder}: the denoiser does not fit the VAE (latent channels or factor differ).")
+    validate_generator_cards(vcard, dcard, vae.divisor * den.divisor, folder)
     layout = _read_json(folder / LAYOUT, "mask layout statistics")
+    if not isinstance(layout, dict):
+        raise GeneratorError(f"{folder / LAYOUT} is not a JSON object: the generator is damaged.")
     return LatentGenerator(vae.to(device), den.to(device), vcard, dcard, layout, folder)
 
 
@@ -168,7 +218,7 @@ def register_generator(folder: str | Path, name: str | None = None) -> Path:
     src = Path(folder)
     if not is_generator(src):
         raise GeneratorError(f"{src} is not a complete generator (needs vae/, denoiser/ and {LAYOUT}).")
-    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in (name or src.name)).strip(".-") or "generator"
+    safe = check_register_name(name or src.name, shipped_generators())
     dest = user_generators_dir() / safe
     for part in PARTS:
         for fname in (WEIGHTS, CARD):

@@ -17,17 +17,24 @@ SLICE_SUFFIXES = (*TIFF_SUFFIXES, ".png")
 _DEFAULT_LIMIT = 1 << 30  # 1 GiB
 
 
-def default_memory_limit() -> int:
-    """Stacks larger than this many bytes open lazily: a quarter of free RAM, at most 1 GiB."""
+def available_memory() -> int | None:
+    """Bytes of RAM available now, or None when it cannot be told."""
     try:
         import psutil
 
-        available = psutil.virtual_memory().available
+        return int(psutil.virtual_memory().available)
     except Exception:  # psutil comes with napari; a bare core install may lack it
         try:
-            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
         except (ValueError, OSError, AttributeError):
-            return _DEFAULT_LIMIT
+            return None
+
+
+def default_memory_limit() -> int:
+    """Stacks larger than this many bytes open lazily: a quarter of free RAM, at most 1 GiB."""
+    available = available_memory()
+    if available is None:
+        return _DEFAULT_LIMIT
     return int(min(_DEFAULT_LIMIT, available // 4))
 
 

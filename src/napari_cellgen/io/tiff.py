@@ -275,6 +275,12 @@ def read_tiff(path: str | os.PathLike, memory_limit: int | None = None) -> tuple
         sample = axes.find("S")
         photometric = int(getattr(s.keyframe, "photometric", 1) or 1)
         rgb = sample >= 0 and photometric in (2, 6) and shape[sample] in (3, 4)  # RGB, YCbCr
+        # tifffile (before 2026) stores a (3 or 4, Y, X) array as planar RGB unless told otherwise:
+        # in a file it wrote, that is a stack of grey slices, not a colour image
+        planar = rgb and sample == 0 and len(shape) == 3 and tif.is_shaped and _planar(s.keyframe)
+        if planar:
+            rgb, axes = False, "Z" + axes[1:]
+            sample = -1
         extra = sample >= 0 and not rgb  # non-colour samples: a leading axis like channels
         out_axes = axes.replace("S", "") if rgb else ("S" + axes.replace("S", "") if extra else axes)
         if len(out_axes) < 2 or not out_axes.endswith("YX"):
@@ -301,6 +307,12 @@ def read_tiff(path: str | os.PathLike, memory_limit: int | None = None) -> tuple
             meta["warnings"].append(
                 f"{path.name} is {'RGBA' if shape[sample] == 4 else 'RGB'}; "
                 "converted to grayscale (luminance) for EM analysis."
+            )
+        if planar:
+            meta["warnings"].append(
+                f"{path.name} is stored as planar RGB ({shape[0]} colour planes, tifffile's old default for a "
+                f"({shape[0]}, Y, X) array); read as {shape[0]} grey slices. If it is a colour image, "
+                "re-save it in Fiji as RGB."
             )
         nbytes = prod(out_shape) * out_dtype.itemsize
         data: Any
@@ -343,6 +355,11 @@ def read_tiff(path: str | os.PathLike, memory_limit: int | None = None) -> tuple
     finally:
         if not keep_open:
             tif.close()
+
+
+def _planar(keyframe) -> bool:
+    """Whether the samples of ``keyframe`` are stored as separate planes."""
+    return int(getattr(keyframe, "planarconfig", 1) or 1) == 2
 
 
 class _UniformPages:
@@ -506,8 +523,10 @@ def write_tiff(
         if sizes and unit == "nm":
             md["pixel_size_nm"] = [sizes[ax] for ax in "ZYX" if ax in sizes]
         kwargs.update(metadata=md, bigtiff=prod(shape) * out_dtype.itemsize > 2**32 - 2**25)
+    from .._paths import fsync_dir, fsync_file, tag
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{tag('tmp')}")
     os.close(fd)
     try:
         if isinstance(data, np.ndarray):
@@ -516,7 +535,9 @@ def write_tiff(
             planes = _planes(data, out_dtype, rgb)
             tifffile.imwrite(tmp, planes, shape=shape, dtype=out_dtype, ome=False, **kwargs)
         os.chmod(tmp, _file_mode(path))
+        fsync_file(tmp)  # the data reach the disk before the new name does
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

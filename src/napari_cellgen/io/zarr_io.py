@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -227,25 +226,32 @@ class ZarrWriter:
     ):
         import zarr
 
+        from .._paths import remove_stale, temp_name
+
         self.path = check_zarr_target(path).absolute()  # other processes may write into it
-        self.tmp_path = self.path.parent / f".{self.path.name}.partial-{uuid.uuid4().hex[:8]}"
+        remove_stale(self.path.parent)  # partial folders of killed jobs
+        # .NAME.partial-PID-HOST-xxxxxxxx: recognisable as stale once that process is gone
+        self.tmp_path = temp_name(self.path, "partial")
         self.shape = tuple(int(s) for s in shape)
         self.chunks = tuple(chunks or default_chunks(self.shape))
+        self.committed = False
         try:
             group = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=2)
-        except PermissionError as exc:
-            raise PermissionError(f"cannot write into {self.path.parent} ({exc.strerror or exc})") from exc
-        kw = {} if compressor == "default" else {"compressors": compressor}
-        self.array = group.create_array(
-            "0", shape=self.shape, chunks=self.chunks, dtype=dtype, fill_value=0, **kw
-        )
-        attrs = _ngff(len(self.shape), pixel_size, name=self.path.name)
-        attrs[MARKER] = {"complete": False, "labels": bool(labels)}
-        if labels:
-            attrs["image-label"] = {"version": "0.4"}
-        group.attrs.update(attrs)
+            kw = {} if compressor == "default" else {"compressors": compressor}
+            self.array = group.create_array(
+                "0", shape=self.shape, chunks=self.chunks, dtype=dtype, fill_value=0, **kw
+            )
+            attrs = _ngff(len(self.shape), pixel_size, name=self.path.name)
+            attrs[MARKER] = {"complete": False, "labels": bool(labels)}
+            if labels:
+                attrs["image-label"] = {"version": "0.4"}
+            group.attrs.update(attrs)
+        except BaseException as exc:
+            shutil.rmtree(self.tmp_path, ignore_errors=True)  # nothing half-made stays behind
+            if isinstance(exc, PermissionError):
+                raise PermissionError(f"cannot write into {self.path.parent} ({exc.strerror or exc})") from exc
+            raise
         self.group = group
-        self.committed = False
 
     @property
     def array_path(self) -> str:
@@ -256,11 +262,14 @@ class ZarrWriter:
         attrs.update(extra_attrs or {})
         attrs[MARKER] = {**attrs.get(MARKER, {}), "complete": True}
         self.group.attrs.update(attrs)
+        from .._paths import fsync_dir, temp_name
+
         trash = None
         if self.path.exists():  # replace an older zarr: move it aside first, delete it after
-            trash = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
+            trash = temp_name(self.path, "old")  # put back by remove_stale if we die right here
             os.replace(self.path, trash)
         os.replace(self.tmp_path, self.path)
+        fsync_dir(self.path.parent)
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
         self.committed = True

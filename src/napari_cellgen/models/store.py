@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,23 +42,10 @@ def user_dir() -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; use the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never half (fsynced)."""
+    from .._paths import atomic_write_bytes as write
+
+    write(path, data)
 
 
 def save_tensors(path: Path, tensors: dict, metadata: dict | None = None) -> str:
@@ -70,11 +57,16 @@ def save_tensors(path: Path, tensors: dict, metadata: dict | None = None) -> str
     return hashlib.sha256(data).hexdigest()
 
 
-def load_tensors(path: Path) -> dict:
+def load_tensors(path: Path, sha256: str | None = None) -> dict:
+    """The tensors of a safetensors file; with ``sha256``, refuse a file whose checksum differs."""
     from safetensors.torch import load
 
+    data = Path(path).read_bytes()
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        raise ModelError(f"{path} does not match the weights_sha256 of its card: the file was changed or "
+                         "damaged; copy the model again.")
     try:
-        return load(Path(path).read_bytes())
+        return load(data)
     except Exception as exc:  # safetensors raises several types
         raise ModelError(f"{path} is not a valid safetensors file ({exc}).") from exc
 
@@ -88,37 +80,122 @@ def save_model(folder: str | Path, model, card: dict[str, Any]) -> Path:
     return folder
 
 
+def shipped_models() -> set[str]:
+    root = bundled_dir()
+    return {p.name for p in root.iterdir() if (p / CARD).is_file()} if root.is_dir() else set()
+
+
 def list_models() -> dict[str, Path]:
-    """Names of bundled and user models mapped to their folders (user models win on clashes)."""
+    """Names of bundled and user models mapped to their folders.
+
+    Shipped names are reserved: a user folder with a shipped model's name (which
+    :func:`register_model` refuses to write) never hides the shipped model.
+    """
     found: dict[str, Path] = {}
     for root in (bundled_dir(), user_dir()):
         if root.is_dir():
             for sub in sorted(root.iterdir()):
                 if (sub / CARD).is_file() and (sub / WEIGHTS).is_file():
-                    found[sub.name] = sub
+                    found.setdefault(sub.name, sub)
     return found
 
 
+def looks_like_path(arg) -> bool:
+    """True when a model argument names a location, not a registered name.
+
+    A ``Path`` (from the widgets or the API) or a string with a folder separator (``./mito-unet``,
+    ``runs/x``), a leading ``~`` or a ``.safetensors`` / ``.zip`` file name. A bare word is a name:
+    a folder in the working directory never replaces a registered model.
+    """
+    if isinstance(arg, os.PathLike):
+        return True
+    text = str(arg)
+    seps = [os.sep] + ([os.altsep] if os.altsep else []) + ["/"]
+    return any(sep in text for sep in seps) or text.startswith("~") or text.endswith((".safetensors", ".zip"))
+
+
 def resolve(name_or_dir: str | os.PathLike | None) -> Path:
-    """Find a model folder from a registered name or a path."""
+    """Find a model folder: registered names first; folders only when the argument is a path."""
     if name_or_dir in (None, "", "default"):
         name_or_dir = DEFAULT_MODEL
-    path = Path(name_or_dir)
-    if path.is_dir():
-        return path
-    if path.suffix == ".safetensors" and path.is_file():
-        return path.parent
+    path = Path(os.path.expanduser(os.fspath(name_or_dir)))
+    if looks_like_path(name_or_dir):
+        if path.is_dir():
+            return path
+        if path.suffix == ".safetensors" and path.is_file():
+            return path.parent
+        if path.suffix.lower() == ".zip" and path.is_file():  # a bioimage.io package (see bioimageio.py)
+            return path
+        raise ModelError(f"{name_or_dir} is not a model folder (one holding {WEIGHTS} and {CARD}) "
+                         "or a bioimage.io package (.zip) written by `cellgen export`.")
     models = list_models()
     if str(name_or_dir) in models:
         return models[str(name_or_dir)]
+    hint = (f"; to use the folder {name_or_dir} in the current directory give it as a path: "
+            f"./{name_or_dir}") if path.is_dir() else ""
     raise ModelError(
         f"No model called {str(name_or_dir)!r}. Known models: {', '.join(models) or 'none'}; "
-        "or give the path of a folder holding model.safetensors and card.json."
+        f"or give the path of a folder holding {WEIGHTS} and {CARD}{hint}."
     )
+
+
+def _number(card: dict, key: str, where, kind=float, lo=None, hi=None, lo_open=False):
+    value = card[key]
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (kind is float or float(value) == int(value))
+    if ok and lo is not None:
+        ok = value > lo if lo_open else value >= lo
+    if ok and hi is not None:
+        ok = value <= hi
+    if not ok:
+        span = f" in {'(' if lo_open else '['}{lo}, {hi}]" if hi is not None else (
+            f" {'>' if lo_open else '>='} {lo}" if lo is not None else "")
+        raise ModelError(f"{where}: {key} must be a{'n integer' if kind is int else ' number'}{span}, "
+                         f"got {value!r}: the card is damaged; restore it or retrain the model.")
+    return kind(value)
+
+
+def validate_card(card: dict, where="card.json") -> dict:
+    """Check every field inference and training read from a segmentation card; raise ModelError."""
+    arch = card.get("architecture")
+    if not isinstance(arch, dict):
+        raise ModelError(f"{where} does not describe an architecture.")
+    for key, lo, hi in (("in_channels", 1, 64), ("out_channels", 1, 64), ("base", 1, 1024), ("depth", 1, 8)):
+        if key not in arch:
+            raise ModelError(f"{where}: the architecture lacks {key}: the card is damaged.")
+        _number(arch, key, where, int, lo, hi)
+    depth = int(arch["depth"])
+    if "context" in card:
+        context = _number(card, "context", where, int, 0, 16)
+        if 2 * context + 1 != int(arch["in_channels"]):
+            raise ModelError(f"{where}: context {context} needs {2 * context + 1} input channels but the "
+                             f"architecture has {arch['in_channels']}: the card does not match its weights.")
+    if "scale" in card:
+        _number(card, "scale", where, float, 0, 1, lo_open=True)
+    if "tile" in card:
+        tile = _number(card, "tile", where, int, 1, 1 << 16)
+        if tile % 2**depth:
+            raise ModelError(f"{where}: tile {tile} must be a multiple of {2**depth} (2**depth).")
+        if "overlap" in card:
+            _number(card, "overlap", where, int, 0, tile - 1)
+    elif "overlap" in card:
+        _number(card, "overlap", where, int, 0, None)
+    norm = card.get("normalization", {})
+    if not isinstance(norm, dict):
+        raise ModelError(f"{where}: normalization must be an object with low and high percentiles.")
+    low, high = norm.get("low", 1.0), norm.get("high", 99.0)
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (low, high)) or not 0 <= low < high <= 100:
+        raise ModelError(f"{where}: normalization percentiles must satisfy 0 <= low < high <= 100, "
+                         f"got {low!r}, {high!r}.")
+    return card
 
 
 def read_card(folder: str | Path) -> dict:
     folder = Path(folder)
+    if folder.is_file():  # a bioimage.io package from `cellgen export`
+        from .bioimageio import read_package_card
+
+        return validate_card(read_package_card(folder), folder.name)
     card_path = folder / CARD
     if not card_path.is_file():
         raise ModelError(f"{folder} has no {CARD}: it is not a napari-cellgen model folder.")
@@ -126,9 +203,9 @@ def read_card(folder: str | Path) -> dict:
         card = json.loads(card_path.read_text())
     except json.JSONDecodeError as exc:
         raise ModelError(f"{card_path} is not valid JSON ({exc}).") from exc
-    if "architecture" not in card:
-        raise ModelError(f"{card_path} does not describe an architecture.")
-    return card
+    if not isinstance(card, dict):
+        raise ModelError(f"{card_path} is not a JSON object.")
+    return validate_card(card, card_path)
 
 
 def load_model(name_or_dir=None, device: str = "cpu"):
@@ -136,16 +213,21 @@ def load_model(name_or_dir=None, device: str = "cpu"):
     from .unet import UNet
 
     folder = resolve(name_or_dir)
+    if folder.is_file():  # a bioimage.io package from `cellgen export`
+        from .bioimageio import load_package
+
+        return load_package(folder, device)
     card = read_card(folder)
     wpath = folder / WEIGHTS
     if not wpath.is_file():
         raise ModelError(f"{folder} has no {WEIGHTS}.")
-    state = load_tensors(wpath)
+    state = load_tensors(wpath, card.get("weights_sha256"))
     try:
         model = UNet(**card["architecture"])
         model.load_state_dict(state)
-    except (TypeError, RuntimeError) as exc:
-        raise ModelError(f"The weights in {folder} do not match its card ({exc}).") from exc
+    except (TypeError, RuntimeError, ValueError) as exc:
+        msg = " ".join(str(exc).split())[:200]
+        raise ModelError(f"The weights in {folder} do not match its card ({msg}).") from exc
     model.eval().to(device)
     card["path"] = str(folder)
     card.setdefault("name", folder.name)
@@ -160,11 +242,24 @@ def register_model(folder: str | Path, name: str | None = None) -> Path:
     """
     src = Path(folder)
     card = read_card(src)
-    name = name or card.get("name") or src.name
-    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip(".-") or "model"
+    safe = check_register_name(name or card.get("name") or src.name)
     dest = user_dir() / safe
     atomic_write_bytes(dest / WEIGHTS, (src / WEIGHTS).read_bytes())
     card["name"] = safe
     card.pop("path", None)
     atomic_write_bytes(dest / CARD, json.dumps(card, indent=2, default=str).encode())
     return dest
+
+
+def safe_name(name: str, default: str = "model") -> str:
+    """``name`` as a single folder name: letters, digits, ``-_.`` only, no leading dot or dash."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(name)).strip(".-") or default
+
+
+def check_register_name(name: str, reserved: set[str] | None = None) -> str:
+    """The folder name a model registers under; refuses the names of shipped models."""
+    safe = safe_name(name)
+    if safe in (shipped_models() if reserved is None else reserved):
+        raise ModelError(f"{safe!r} is the name of a shipped model and is reserved: register under "
+                         "another name (--name NAME) or not at all (--no-register).")
+    return safe

@@ -150,9 +150,8 @@ def _open_zarr(path: str):
 
 def _segment_block(src: Source, model, z0: int, z1: int, p: dict) -> dict:
     """Stage 1 for slices z0:z1: probabilities, local 3D labels, per-object size and z extent."""
-    from scipy import ndimage as ndi
 
-    from .postprocess import label_stack
+    from .postprocess import label_stack, median_probs
     from .predict import predict_stack
 
     _tune_malloc()
@@ -170,12 +169,12 @@ def _segment_block(src: Source, model, z0: int, z1: int, p: dict) -> dict:
     prob = np.zeros((hi - lo, *image.shape[1:]), np.uint8)
     run(predict_stack(net, card, window, prob, tile=p["tile"], overlap=p["overlap"],
                       batch_size=p["batch_size"], device=device, tta=p["tta"],
-                      zs=range(lo, hi)))
+                      zs=range(lo, hi), independent=p.get("independent", False)))
     del window
     if p.get("prob_path"):
         _open_zarr(p["prob_path"])[z0:z1] = prob[z0 - lo : z1 - lo]
     if m:  # equals label_stack's per-slice 3x3x3 median: one true neighbour slice each side
-        prob = ndi.median_filter(prob, size=3, mode="nearest")
+        prob = median_probs(prob)
     prob = prob[z0 - lo : z1 - lo]
     lab = np.zeros(prob.shape, np.uint32)
     nobj = run(label_stack(prob, lab, threshold=p["threshold"], min_size=0, fill_holes=p["fill_holes"],
@@ -279,6 +278,7 @@ class BlockwiseResult:
     blocks: list[tuple[int, int]]
     timings: dict = field(default_factory=dict)
     probabilities: Path | None = None
+    message: str = ""  # what was decided on the way (e.g. slices treated as separate images)
 
 
 def _run_tasks(client, fn, arglist, stage: str, describe, retries: int = 0):
@@ -324,47 +324,10 @@ def _run_tasks(client, fn, arglist, stage: str, describe, retries: int = 0):
 
 
 def merge_ids(blocks_info: list[dict], pairs: list[np.ndarray], min_size: int) -> tuple[list, int]:
-    """Per-block lookup tables (local id -> final id) from block objects and border pairs.
+    """Per-block lookup tables (local id -> final id): :func:`~.postprocess.merge_ids` over blocks."""
+    from .postprocess import merge_ids as merge
 
-    Final ids are compact and ordered by first appearance (z, then raster order), like
-    :func:`~.postprocess.label_stack`; objects smaller than ``min_size`` voxels become 0.
-    """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    ks = np.array([b["k"] for b in blocks_info], np.int64)
-    offsets = np.concatenate([[0], np.cumsum(ks)])  # global id = offsets[b] + local id
-    total = int(offsets[-1]) + 1
-    sizes = np.concatenate([[0], *[b["sizes"] for b in blocks_info]]).astype(np.int64)
-    a_list, b_list = [], []
-    for i, pr in enumerate(pairs):
-        if len(pr):
-            a_list.append(pr[:, 0] + offsets[i])  # border i: block i's last slice, block i+1's first
-            b_list.append(pr[:, 1] + offsets[i + 1])
-    if a_list:
-        a, b = np.concatenate(a_list), np.concatenate(b_list)
-        graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(total, total))
-        _, comp = connected_components(graph, directed=False)
-    else:
-        comp = np.arange(total)
-    ncomp = int(comp.max()) + 1
-    root = np.full(ncomp, total, np.int64)
-    np.minimum.at(root, comp, np.arange(total))
-    csize = np.bincount(comp, weights=sizes, minlength=ncomp).astype(np.int64)
-    keep = (csize >= max(int(min_size), 1)) & (root > 0)
-    order = np.argsort(root[keep], kind="stable")
-    new = np.zeros(ncomp, np.int64)
-    new[np.nonzero(keep)[0][order]] = np.arange(1, int(keep.sum()) + 1)
-    glob = new[comp]
-    n_objects = int(keep.sum())
-    if n_objects >= np.iinfo(np.uint32).max:
-        raise ValueError(f"{n_objects} objects do not fit in uint32 labels")
-    luts = []
-    for i in range(len(blocks_info)):
-        lut = np.zeros(int(ks[i]) + 1, np.uint32)
-        lut[1:] = glob[offsets[i] + 1 : offsets[i + 1] + 1]
-        luts.append(lut)
-    return luts, n_objects
+    return merge([b["k"] for b in blocks_info], [b["sizes"] for b in blocks_info], pairs, min_size, np.uint32)
 
 
 def _model_for(opt, model):
@@ -414,9 +377,18 @@ def segment_blockwise_iter(
     check_image(image)
     if image.ndim != 3:
         raise ValueError(f"blockwise segmentation needs a (Z, Y, X) stack, got shape {tuple(image.shape)}")
+    from dataclasses import replace
+
+    from .physical import adapt
+    from .slices import resolve
+
+    independent, mode, message = resolve(image, opt.slices, opt.mode)  # the in-memory path's choice
+    opt = replace(opt, mode=mode)
     if client is None:
         pick_device(opt.device)  # fail now, not in the first block, for an impossible device
     net, card = _model_for(opt, model)
+    card, own_context, _ = adapt(card, pixel_size, ndim=3, z_context=opt.z_context)  # as in memory
+    independent = independent or own_context
     n = int(image.shape[0])
     block_z = int(block_z or default_block_z(image.shape))
     blocks = plan_blocks(n, block_z)
@@ -433,7 +405,8 @@ def segment_blockwise_iter(
             pwriter = ZarrWriter(prob_out, image.shape, np.uint8, chunks=chunks, pixel_size=pixel_size)
         params = {
             "tile": opt.tile, "overlap": opt.overlap, "batch_size": opt.batch_size, "device": opt.device,
-            "tta": opt.tta, "threshold": opt.threshold, "fill_holes": opt.fill_holes,
+            "tta": opt.tta, "independent": independent, "threshold": opt.threshold,
+            "fill_holes": opt.fill_holes,
             "mode": opt.mode, "split": opt.split, "median": opt.median, "threads": threads,
             "labels_path": writer.array_path, "prob_path": pwriter.array_path if pwriter else None,
         }
@@ -479,7 +452,7 @@ def segment_blockwise_iter(
     timings = {"segment_s": t["segment"] - t["start"], "label_s": t["label"] - t["segment"],
                "measure_s": t["measure"] - t["label"], "total_s": time.perf_counter() - t["start"]}
     return BlockwiseResult(path, n_objects, table, card, blocks, timings,
-                           pwriter.path if pwriter else None)
+                           pwriter.path if pwriter else None, message)
 
 
 def _measure(client, labels_path, src_arg, blocks, infos, luts, n_objects, pixel_size, retries):
@@ -554,4 +527,4 @@ def segment_on_cluster_iter(
     arr = zarr.open_array(str(Path(res.labels) / "0"), mode="r+")
     labels = arr[:] if arr.nbytes < in_memory_below else arr
     return SegmentResult(labels=labels, table=res.table, n_objects=res.n_objects, card=res.card,
-                         options={"scheduler": scheduler, "labels_zarr": str(res.labels)})
+                         options={"scheduler": scheduler, "labels_zarr": str(res.labels)}, message=res.message)

@@ -29,14 +29,28 @@ class SegmentOptions:
     batch_size: int = 4
     tta: int = 2  # views averaged: 1 (fastest), 2 (+ the 180° rotation), 4 (the four flips)
     measure: bool = True
+    # "auto": a stack of unrelated images (or mode "2d") is segmented slice by slice, context
+    # included; "volume": neighbours are context; "independent": each slice alone (segment/slices.py)
+    slices: str = "auto"
+    # the 2.5D context of thick sections: "auto" (each slice is its own context when the image's
+    # z spacing is >= 3x the model's), "neighbours" or "self" (segment/physical.py)
+    z_context: str = "auto"
 
     def validate(self) -> SegmentOptions:
         """Raise ``ValueError`` naming the first bad option, before any work is done."""
+        from .._checks import choice, number
         from .predict import tta_views
 
-        if not 0.0 < self.threshold < 1.0:
+        if not 0.0 < self.threshold < 1.0:  # also refuses NaN
             raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}")
         tta_views(self.tta)
+        number(self.batch_size, "--batch-size", lo=1, hi=4096, integer=True)
+        number(self.min_size, "--min-size", lo=0, integer=True)
+        number(self.tile, "--tile", lo=1, hi=1 << 16, integer=True, none_ok=True)
+        number(self.overlap, "--overlap", lo=0, hi=self.tile, hi_open=self.tile is not None, integer=True,
+               none_ok=True)
+        choice(self.mode, "mode", ("2d", "3d"))
+        choice(self.z_context, "z context", ("auto", "neighbours", "self"))
         return self
 
 
@@ -48,6 +62,7 @@ class SegmentResult:
     card: dict
     probabilities: object = None
     options: dict = field(default_factory=dict)
+    message: str = ""  # what the pipeline decided on its own (e.g. slices treated as separate images)
 
 
 _MODEL_CACHE: dict[tuple, tuple] = {}
@@ -66,7 +81,7 @@ def get_model(name=None, device: str = "cpu"):
     from ..models.unet import fuse_batchnorm
 
     folder = resolve(name)
-    weights = folder / "model.safetensors"
+    weights = folder if folder.is_file() else folder / "model.safetensors"  # a .zip package is its own file
     # the weights' mtime is part of the key: a model re-registered under the same name reloads
     key = (str(folder), weights.stat().st_mtime_ns if weights.exists() else 0, device)
     if key not in _MODEL_CACHE:
@@ -98,30 +113,37 @@ def segment_iter(
     from .measure import measure_iter
     from .postprocess import label_stack
     from .predict import check_image, pick_device, predict_stack
+    from .physical import adapt
+    from .slices import resolve
 
     opt = (options or SegmentOptions()).validate()
     check_image(image)
+    independent, mode, message = resolve(image, opt.slices, opt.mode)
     device = pick_device(opt.device)
     if model is None:
         net, card = get_model(opt.model, device)
     else:
         net, card = model
+    card, own_context, notes = adapt(card, pixel_size, ndim=image.ndim, z_context=opt.z_context)
+    message = "; ".join([m for m in (message, *notes) if m])
     if prob_out is None:
         prob_out = np.zeros(image.shape, np.uint8)
     if labels_out is None:
         labels_out = np.zeros(image.shape, np.uint32)
     yield from predict_stack(
         net, card, image, prob_out, tile=opt.tile, overlap=opt.overlap, batch_size=opt.batch_size,
-        device=device, tta=opt.tta,
+        device=device, tta=opt.tta, independent=independent or own_context,
     )
     n = yield from label_stack(
         prob_out, labels_out, threshold=opt.threshold, min_size=opt.min_size, fill_holes=opt.fill_holes,
-        mode=opt.mode if image.ndim == 3 else "2d", split=opt.split, median=opt.median,
+        mode=mode if image.ndim == 3 else "2d", split=opt.split, median=opt.median,
     )
     table = None
     if opt.measure:
         table = yield from measure_iter(labels_out, image, pixel_size)
-    return SegmentResult(labels_out, table, n, card, prob_out, dict(opt.__dict__))
+    used = {**opt.__dict__, "mode": mode, "independent": independent, "own_context": own_context,
+            "scale": card.get("scale")}
+    return SegmentResult(labels_out, table, n, card, prob_out, used, message)
 
 
 def segment(image, options: SegmentOptions | None = None, callback=None, **kw) -> SegmentResult:

@@ -25,38 +25,6 @@ def prob_to_mask(prob: np.ndarray, threshold: float = 0.5, fill_holes: bool = Tr
     return mask
 
 
-class _UnionFind:
-    def __init__(self):
-        self.parent = np.arange(1, dtype=np.int64)
-        self.size = np.zeros(1, dtype=np.int64)
-
-    def grow(self, n: int, sizes: np.ndarray) -> int:
-        start = len(self.parent)
-        self.parent = np.concatenate([self.parent, np.arange(start, start + n)])
-        self.size = np.concatenate([self.size, sizes.astype(np.int64)])
-        return start
-
-    def find(self, a: int) -> int:
-        p = self.parent
-        root = a
-        while p[root] != root:
-            root = p[root]
-        while p[a] != root:
-            p[a], a = root, p[a]
-        return root
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            if ra > rb:
-                ra, rb = rb, ra
-            self.parent[rb] = ra
-            self.size[ra] += self.size[rb]
-
-    def roots(self) -> np.ndarray:
-        return np.array([self.find(i) for i in range(len(self.parent))], dtype=np.int64)
-
-
 def split_touching(mask: np.ndarray, min_distance: int = 10) -> np.ndarray:
     """Watershed on the distance transform: split touching objects of a 2D mask."""
     from skimage.feature import peak_local_max
@@ -68,6 +36,79 @@ def split_touching(mask: np.ndarray, min_distance: int = 10) -> np.ndarray:
     markers = np.zeros(mask.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     return watershed(-dist, markers, mask=mask)
+
+
+def overlap_pairs(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
+    """(id in ``prev``, id in ``cur``) for every pair of objects that share a pixel (face connectivity)."""
+    both = (prev > 0) & (cur > 0)
+    if not both.any():
+        return np.zeros((0, 2), np.int64)
+    keys = np.unique(prev[both].astype(np.int64) << 32 | cur[both].astype(np.int64))
+    return np.stack([keys >> 32, keys & 0xFFFFFFFF], axis=1)
+
+
+def merge_ids(counts, sizes, pairs, min_size: int, dtype=np.uint32) -> tuple[list[np.ndarray], int]:
+    """The one place where object ids are merged, filtered by size and made compact.
+
+    Units (slices in memory, blocks of slices on a cluster) hold ``counts[i]`` local objects
+    numbered 1..k, with voxel counts ``sizes[i]``; ``pairs[i]`` lists (local id in unit i,
+    local id in unit i + 1) that touch. Returns one lookup table per unit (local id -> final
+    id) and the number of objects. A merged object's size is the sum of its parts, counted
+    once; final ids are compact and ordered by first appearance (unit, then local id);
+    objects smaller than ``min_size`` voxels become 0. Raises ValueError when the objects do
+    not fit in ``dtype``.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    ks = np.asarray(counts, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(ks)])  # global id = offsets[i] + local id
+    total = int(offsets[-1]) + 1
+    allsizes = np.concatenate([[0], *[np.asarray(s, np.int64) for s in sizes]]).astype(np.int64)
+    a_list, b_list = [], []
+    for i, pr in enumerate(pairs):
+        pr = np.asarray(pr, np.int64).reshape(-1, 2)
+        if len(pr):
+            a_list.append(pr[:, 0] + offsets[i])
+            b_list.append(pr[:, 1] + offsets[i + 1])
+    if a_list:
+        a, b = np.concatenate(a_list), np.concatenate(b_list)
+        graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(total, total))
+        _, comp = connected_components(graph, directed=False)
+    else:
+        comp = np.arange(total)
+    ncomp = int(comp.max()) + 1
+    root = np.full(ncomp, total, np.int64)
+    np.minimum.at(root, comp, np.arange(total))
+    csize = np.bincount(comp, weights=allsizes, minlength=ncomp).astype(np.int64)
+    keep = (csize >= max(int(min_size), 1)) & (root > 0)
+    n_objects = int(keep.sum())
+    if n_objects > np.iinfo(np.dtype(dtype)).max:
+        raise ValueError(f"{n_objects} objects do not fit in {np.dtype(dtype)} labels; use a wider label dtype")
+    order = np.argsort(root[keep], kind="stable")
+    new = np.zeros(ncomp, np.int64)
+    new[np.nonzero(keep)[0][order]] = np.arange(1, n_objects + 1)
+    glob = new[comp]
+    luts = []
+    for i in range(len(ks)):
+        lut = np.zeros(int(ks[i]) + 1, np.dtype(dtype))
+        lut[1:] = glob[offsets[i] + 1 : offsets[i + 1] + 1]
+        luts.append(lut)
+    return luts, n_objects
+
+
+def median_probs(prob: np.ndarray) -> np.ndarray:
+    """The 3x3x3 (or 3x3) median of probabilities, repeating the edge slices: one definition for every path."""
+    return ndi.median_filter(np.asarray(prob), size=3, mode="nearest")
+
+
+def label_slice(mask: np.ndarray, split: bool = False) -> tuple[np.ndarray, int]:
+    """2D instance labels (ids 1..k in raster order, or watershed order with ``split``) of one mask."""
+    if split:
+        lab = split_touching(mask)
+        return lab, int(lab.max(initial=0))
+    lab, k = ndi.label(mask)
+    return lab, int(k)
 
 
 def label_stack(
@@ -87,9 +128,13 @@ def label_stack(
     ``mode="2d"``: objects are labelled per slice (ids stay unique over the stack).
     ``min_size`` is in pixels (2D) or voxels (3D objects). ``median`` applies a
     3×3×3 median filter to the probabilities first. Returns the number of objects.
+    Each slice is labelled on its own, then :func:`merge_ids` joins them -- the same
+    function the blockwise path uses to join its blocks.
     """
     if mode not in ("2d", "3d"):
         raise ValueError(f"mode must be '2d' or '3d', got {mode!r}")
+    if np.dtype(out.dtype).kind not in "iu" or np.dtype(out.dtype).itemsize < 4:
+        raise ValueError(f"the label output must be a 32- or 64-bit integer array, got {out.dtype}")
     is2d = prob.ndim == 2
     n = 1 if is2d else prob.shape[0]
 
@@ -103,53 +148,30 @@ def label_stack(
             out[z] = val
 
     def slice_mask(z):
-        p = get(prob, z)
         if median and not is2d:
             lo, hi = max(0, z - 1), min(n, z + 2)
-            p = ndi.median_filter(np.asarray(prob[lo:hi]), size=3, mode="nearest")[z - lo]
+            p = median_probs(prob[lo:hi])[z - lo]
         elif median:
-            p = ndi.median_filter(p, size=3, mode="nearest")
-        m = prob_to_mask(p, threshold, fill_holes)
-        return m
+            p = median_probs(get(prob, z))
+        else:
+            p = get(prob, z)
+        return prob_to_mask(p, threshold, fill_holes)
 
-    if np.dtype(out.dtype).kind not in "iu" or np.dtype(out.dtype).itemsize < 4:
-        raise ValueError(f"the label output must be a 32- or 64-bit integer array, got {out.dtype}")
-    uf = _UnionFind()
+    counts, sizes, pairs = [], [], []
     prev = None
     for z in range(n):
-        mask = slice_mask(z)
-        if split:
-            lab = split_touching(mask).astype(np.int64)
-            k = int(lab.max())
-        else:
-            lab, k = ndi.label(mask)
-            lab = lab.astype(np.int64)
-        sizes = np.bincount(lab.ravel(), minlength=k + 1)[1:]
-        off = uf.grow(k, sizes) - 1
-        glob = np.where(lab > 0, lab + off, 0)
-        if mode == "3d" and prev is not None and k:
-            both = (glob > 0) & (prev > 0)
-            if both.any():
-                keys = np.unique(prev[both].astype(np.int64) << 32 | glob[both].astype(np.int64))
-                for key in keys.tolist():
-                    uf.union(key >> 32, key & 0xFFFFFFFF)
-        if glob.max(initial=0) > np.iinfo(np.dtype(out.dtype)).max:
+        lab, k = label_slice(slice_mask(z), split)
+        counts.append(k)
+        sizes.append(np.bincount(lab.ravel(), minlength=k + 1)[1:])
+        if z:
+            pairs.append(overlap_pairs(prev, lab) if mode == "3d" else np.zeros((0, 2), np.int64))
+        if k > np.iinfo(np.dtype(out.dtype)).max:
             raise ValueError(f"too many objects for a {out.dtype} label array")
-        put(z, glob)
-        prev = glob
+        put(z, lab)
+        prev = lab
         yield Progress(z + 1, 2 * n, "label")
-    # second pass: compact ids, drop small objects
-    roots = uf.roots()
-    sizes = np.zeros(len(roots), np.int64)
-    np.add.at(sizes, roots, uf.size)
-    keep = (sizes >= max(min_size, 1)) & (np.arange(len(roots)) > 0)
-    keep_roots = np.nonzero(keep)[0]
-    if keep_roots.size and keep_roots.size >= np.iinfo(np.dtype(out.dtype)).max:
-        raise ValueError(f"{keep_roots.size} objects do not fit in {out.dtype}; use a wider label dtype")
-    new_id = np.zeros(len(roots), np.int64)
-    new_id[keep_roots] = np.arange(1, len(keep_roots) + 1)
-    lut = new_id[roots]
+    luts, n_objects = merge_ids(counts, sizes, pairs, min_size, out.dtype)
     for z in range(n):
-        put(z, lut[get(out, z)].astype(out.dtype))
+        put(z, luts[z][get(out, z)])
         yield Progress(n + z + 1, 2 * n, "label")
-    return int(len(keep_roots))
+    return n_objects

@@ -104,6 +104,7 @@ def predict_stack(
     device: str = "cpu",
     tta=1,
     zs: range | None = None,
+    independent: bool = False,
 ) -> Generator[Progress, None, np.ndarray]:
     """Foreground probabilities for a (Y, X) image or (Z, Y, X) stack.
 
@@ -115,6 +116,10 @@ def predict_stack(
     ``zs`` (a range of slice indices of a stack) predicts only those slices, with
     their context slices read from ``image`` as usual; ``out`` then holds
     ``len(zs)`` slices, ``out[i]`` for slice ``zs[i]`` (used by the blockwise path).
+
+    ``independent=True`` treats the slices as separate images (a tile set, generated
+    samples): each slice's context channels are the slice itself, as for a 2D image,
+    never its unrelated neighbours (:mod:`.slices`).
     """
     check_image(image)
     is2d = image.ndim == 2
@@ -152,7 +157,7 @@ def predict_stack(
     total = per * len(zs)
     done = 0
     for j, z in enumerate(zs):
-        idx = context_indices(z, n, k)
+        idx = [z] * (2 * k + 1) if independent else context_indices(z, n, k)
         for key in list(cache):
             if key not in idx:
                 del cache[key]

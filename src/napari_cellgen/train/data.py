@@ -82,6 +82,7 @@ class Region:
     fg: np.ndarray = field(default=None)  # (K, 2) foreground coordinates
     z: int = 0  # the slice it came from (bookkeeping for the model card)
     pair: int = 0  # the (image, mask) pair it came from
+    emphasis: np.ndarray = field(default=None)  # (h, w) float32 in [0, 1]: pixels whose loss counts more
 
 
 def annotated_slices(mask, slices: list[int] | None) -> list[int]:
@@ -119,17 +120,6 @@ def build_regions(image, mask, slices, card: dict) -> list[Region]:
     return regions
 
 
-def split_rows(region: Region, fraction: float) -> tuple[Region, Region]:
-    """Split one region into a top (train) and bottom (validation) strip."""
-    h = region.mask.shape[0]
-    cut = int(round(h * (1 - fraction)))
-    cut = min(max(cut, 1), h - 1)
-    return (
-        Region(region.planes[:, :cut], region.mask[:cut], z=region.z),
-        Region(region.planes[:, cut:], region.mask[cut:], z=region.z),
-    )
-
-
 class PatchSampler:
     """Random patches that over-sample foreground (``fg_prob`` of patches are centred on it).
 
@@ -164,13 +154,29 @@ class PatchSampler:
         y0 = int(np.clip(cy - p // 2, 0, max(0, h - p)))
         x0 = int(np.clip(cx - p // 2, 0, max(0, w - p)))
         img = r.planes[:, y0 : y0 + p, x0 : x0 + p]
-        m = r.mask[y0 : y0 + p, x0 : x0 + p]
-        ph, pw = p - m.shape[0], p - m.shape[1]
+        m = r.mask[None] if not self.emphasized else np.stack([r.mask, self._emphasis(r)])
+        m = m[:, y0 : y0 + p, x0 : x0 + p]
+        ph, pw = p - m.shape[1], p - m.shape[2]
         if ph or pw:
-            mode = "reflect" if min(m.shape) > max(ph, pw) else "edge"
+            mode = "reflect" if min(m.shape[1:]) > max(ph, pw) else "edge"
             img = np.pad(img, ((0, 0), (0, ph), (0, pw)), mode=mode)
-            m = np.pad(m, ((0, ph), (0, pw)), mode=mode)
+            m = np.pad(m, ((0, 0), (0, ph), (0, pw)), mode=mode)
         return img, m
+
+    @staticmethod
+    def _emphasis(r: Region) -> np.ndarray:
+        return r.emphasis if r.emphasis is not None else np.zeros_like(r.mask)
+
+    @property
+    def emphasized(self) -> bool:
+        """True when some region has an emphasis map: masks then come with it as a second channel."""
+        return any(r.emphasis is not None for r in self.regions)
+
+    def set_emphasis(self, maps: list[np.ndarray]) -> int:
+        """Per-region maps (True/1 = the loss there counts more, e.g. the user's corrections)."""
+        for r, e in zip(self.regions, maps, strict=True):
+            r.emphasis = np.asarray(e, np.float32)
+        return int(sum(float(e.sum()) for e in maps))
 
     def set_hard(self, errors: list[np.ndarray], limit: int = 200000) -> int:
         """Hard pixels: one boolean map per region (True = wrong). Returns how many there are."""
@@ -199,6 +205,6 @@ class PatchSampler:
                     cy, cx = self.rng.integers(r.mask.shape[0]), self.rng.integers(r.mask.shape[1])
             a, m = self._crop(r, cy, cx)
             imgs.append(a)
-            masks.append(m[None])
+            masks.append(m)
         return np.stack(imgs), np.stack(masks)
 

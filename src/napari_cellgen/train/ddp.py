@@ -17,6 +17,7 @@ its weights and the card records whether the replicas were in sync.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 import socket
@@ -60,7 +61,7 @@ def _rank_train(rank: int, world: int, pairs, out_dir: str, cfg, device: str, ba
     from ..models.store import save_model
     from .augment import augment
     from .data import PatchSampler
-    from .loop import _init_model, _loss, _lr_factor, evaluate, prepare_regions
+    from .loop import _init_model, _loss, _lr_factor, _selection, evaluate, prepare_regions
 
     local_rank = rank if local_rank is None else local_rank
     if device.startswith("cuda"):
@@ -92,6 +93,8 @@ def _rank_train(rank: int, world: int, pairs, out_dir: str, cfg, device: str, ba
                 **cfg.notes,
             },
         )
+        select = _selection(cfg, val_regions)
+        card["training"]["selection"] = select
         best, history, t0 = -1.0, [], time.perf_counter()
         best_written = False
         for step in range(1, cfg.steps + 1):
@@ -112,9 +115,10 @@ def _rank_train(rank: int, world: int, pairs, out_dir: str, cfg, device: str, ba
                 history.append({"step": step, "loss": info["loss"], "val_iou": iou,
                                 "time_s": time.perf_counter() - t0})
                 info["val_iou"] = iou
-                if iou > best:
+                if select == "best" and iou > best and step * 2 >= cfg.steps:
                     best = iou
-                    card["metrics"] = {"val_iou": iou, "step": step, "samples_seen": step * per_rank * world}
+                    card["metrics"] = {"val_iou": iou, "step": step, "samples_seen": step * per_rank * world,
+                                       "selection": select}
                     save_model(out_dir, model, card)
                     best_written = True
             if queue is not None:
@@ -126,8 +130,10 @@ def _rank_train(rank: int, world: int, pairs, out_dir: str, cfg, device: str, ba
         if rank == 0:
             card["training"]["ddp"]["replica_digests"] = digests
             card["training"]["ddp"]["replicas_in_sync"] = len(set(digests)) == 1
+            card["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             if not best_written:
-                card["metrics"] = {"val_iou": float("nan"), "step": cfg.steps}
+                iou = evaluate(model, val_regions, card, device) if val_regions else float("nan")
+                card["metrics"] = {"val_iou": iou, "step": cfg.steps, "selection": select}
             if best_written:
                 _update_card(out_dir, card)
             else:
@@ -161,6 +167,22 @@ def _spawned(rank, world, pairs, out_dir, cfg, device, backend, init_method, que
         raise
 
 
+def refuse_unsupported(cfg, *, resume: bool = False, synthetic=None) -> None:
+    """The one list of what the DDP loop does not do; each refused with what to do instead.
+
+    The single-process loop (:func:`~.loop.train_segmenter`) has these; this loop would silently
+    ignore them, so a run asking for them is refused rather than run differently.
+    """
+    unsupported = {
+        "--resume": resume, "--synthetic": synthetic is not None or cfg.synthetic_ratio > 0,
+        "--ema": cfg.ema > 0, "--hard": cfg.hard_prob > 0, "corrections emphasis": cfg.emphasis > 0,
+    }
+    asked = [k for k, v in unsupported.items() if v]
+    if asked:
+        raise ValueError(f"{', '.join(asked)} {'is' if len(asked) == 1 else 'are'} not supported with "
+                         "--nproc > 1 or torchrun yet; train on one process (without --nproc)")
+
+
 def train_model_ddp(
     pairs: Sequence[tuple],
     out_dir: str | Path,
@@ -181,8 +203,7 @@ def train_model_ddp(
     from .loop import TrainConfig
 
     cfg = cfg or TrainConfig()
-    if resume:
-        raise ValueError("--resume is not supported with --nproc > 1 yet; resume on one process")
+    refuse_unsupported(cfg, resume=resume)
     out_dir = Path(out_dir)
     cuda = device.startswith("cuda")
     backend = backend or ("nccl" if cuda else "gloo")
@@ -259,7 +280,7 @@ def add_arguments(parser) -> None:
 
 
 def train_job(pairs, out_dir, cfg, *, nproc: int = 1, device: str = "cpu", resume: bool = False,
-              register_as: str | None = None):
+              register_as: str | None = None, synthetic=None):
     """The job ``cellgen train`` runs: :func:`~.loop.train_model` on one process, else DDP.
 
     Under torchrun, ranks other than 0 train silently and exit the process when done.
@@ -268,7 +289,8 @@ def train_job(pairs, out_dir, cfg, *, nproc: int = 1, device: str = "cpu", resum
 
     if nproc <= 1 and not launched_by_torchrun():
         return (yield from train_model(pairs, out_dir, cfg, resume=resume, device=device,
-                                       register_as=register_as))
+                                       register_as=register_as, synthetic=synthetic))
+    refuse_unsupported(cfg, resume=resume, synthetic=synthetic)
     result = yield from train_model_ddp(pairs, out_dir, cfg, nproc=nproc, device=device, resume=resume,
                                         register_as=register_as)
     if launched_by_torchrun() and int(os.environ["RANK"]) != 0:

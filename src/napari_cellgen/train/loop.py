@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .._progress import Progress, stoppable
-from .data import DataError, PatchSampler, Region, annotated_slices, build_regions, check_pair, split_rows
+from .data import DataError, PatchSampler, Region, annotated_slices, build_regions, check_pair
 
 
 @dataclass
@@ -43,8 +43,42 @@ class TrainConfig:
     overlap: int = 32
     threads: int | None = None
     synthetic_ratio: float = 0.0  # share of each batch drawn from the synthetic pairs, if any
+    # > 0: the loss on pixels the starting model gets wrong (the user's corrections) counts 1 + emphasis
+    # times, and hard_prob of the patches are centred on them (found once, before the first step)
+    emphasis: float = 0.0
+    # which weights are kept: "last" (the schedule's final, EMA if any), "best" (best validation IoU
+    # from the second half of the run on: a checkpoint that saw almost no training is never kept),
+    # "auto" (best with validation regions, else last)
+    select: str = "auto"
     name: str = ""
     notes: dict = field(default_factory=dict)
+
+    def validate(self) -> TrainConfig:
+        """Raise ``ValueError`` naming the first bad option (as ``cellgen train`` spells it)."""
+        from .._checks import choice, number
+
+        for key, opt in (("steps", "--steps"), ("patch", "--patch"), ("batch", "--batch"),
+                         ("val_every", "--val-every"), ("mine_every", "--mine-every"), ("base", "--base")):
+            number(getattr(self, key), opt, lo=1, integer=True)
+        number(self.depth, "--depth", lo=1, hi=8, integer=True)
+        number(self.context, "--context", lo=0, hi=16, integer=True)
+        number(self.scale, "--scale", lo=0, hi=1, lo_open=True)
+        number(self.lr, "--lr", lo=0, hi=1, lo_open=True)
+        number(self.weight_decay, "weight decay", lo=0)
+        number(self.warmup, "warmup", lo=0, hi=1, hi_open=True)
+        number(self.val_fraction, "--val-fraction", lo=0, hi=1, hi_open=True)
+        number(self.seed, "--seed", lo=0, hi=2**63 - 1, integer=True)
+        number(self.hard_prob, "--hard-examples", lo=0, hi=1)
+        number(self.ema, "--ema", lo=0, hi=1, hi_open=True)
+        number(self.synthetic_ratio, "--synthetic-ratio", lo=0, hi=1)
+        number(self.threads, "--threads", lo=1, integer=True, none_ok=True)
+        number(self.tile, "tile", lo=2**self.depth, integer=True)
+        number(self.overlap, "overlap", lo=0, hi=self.tile, hi_open=True, integer=True)
+        number(self.rescale, "rescale", lo=0, hi=1, lo_open=True, none_ok=True)
+        number(self.recontext, "recontext", lo=0, hi=16, integer=True, none_ok=True)
+        number(getattr(self, "emphasis", 0.0), "emphasis", lo=0)
+        choice(self.dice, "dice", DICE_MODES)
+        return self
 
 
 def _lr_factor(step: int, total: int, warmup: float) -> float:
@@ -57,7 +91,7 @@ def _lr_factor(step: int, total: int, warmup: float) -> float:
 DICE_MODES = ("sample", "batch")
 
 
-def _loss(logits, target, dice: str = "sample"):
+def _loss(logits, target, dice: str = "sample", emphasis: float = 0.0):
     """Binary cross-entropy plus soft Dice.
 
     ``dice="sample"`` averages one Dice per patch; ``"batch"`` computes one Dice over
@@ -69,7 +103,10 @@ def _loss(logits, target, dice: str = "sample"):
 
     if dice not in DICE_MODES:
         raise ValueError(f"dice must be one of {DICE_MODES}, got {dice!r}")
-    bce = F.binary_cross_entropy_with_logits(logits, target)
+    weight = None
+    if target.shape[1] == 2:  # (mask, emphasis map): corrected pixels count 1 + emphasis times in the BCE
+        target, weight = target[:, :1], 1 + emphasis * target[:, 1:]
+    bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight)
     p = torch.sigmoid(logits)
     dims = (0, 1, 2, 3) if dice == "batch" else (1, 2, 3)
     inter = (p * target).sum(dims)
@@ -95,12 +132,12 @@ def _region_probs(model, regions: Sequence[Region], card: dict, device: str = "c
 
 def evaluate(model, regions: Sequence[Region], card: dict, device: str = "cpu", batch_size: int = 4) -> float:
     """Foreground IoU (threshold 0.5) over validation regions at model resolution."""
-    inter = union = 0
+    from ..metrics import IoU
+
+    iou = IoU()
     for r, prob in _region_probs(model, regions, card, device, batch_size):
-        pred, gt = prob >= 0.5, r.mask >= 0.5
-        inter += int(np.logical_and(pred, gt).sum())
-        union += int(np.logical_or(pred, gt).sum())
-    return inter / union if union else 1.0
+        iou.add(prob >= 0.5, r.mask >= 0.5)
+    return iou.value
 
 
 def hard_pixels(model, regions: Sequence[Region], card: dict, device: str = "cpu") -> list[np.ndarray]:
@@ -132,7 +169,8 @@ def _init_model(cfg: TrainConfig):
         }
         return model, card
     model, parent = load_model(cfg.init)
-    card = {k: parent[k] for k in ("context", "scale", "tile", "overlap", "normalization") if k in parent}
+    card = {k: parent[k] for k in ("context", "scale", "tile", "overlap", "normalization", "pixel_size_nm")
+            if k in parent}
     card.setdefault("tile", cfg.tile)
     card.setdefault("overlap", cfg.overlap)
     if cfg.rescale:  # the same network, taught to work at another resolution
@@ -165,18 +203,15 @@ def prepare_regions(pairs, card, val_pairs, val_fraction):
         regions = build_regions(image, mask, zs, card)
         for r in regions:
             r.pair = i
-        if val_pairs is None and val_fraction > 0:
-            if len(regions) >= max(2, round(1 / val_fraction)):
-                # enough slices: hold out the last ones (a contiguous block, no leak from neighbours)
-                nval = max(1, int(round(len(regions) * val_fraction)))
-                nval = min(nval, len(regions) - 1)
-                val_regions += regions[-nval:]
-                regions = regions[:-nval]
-            else:
-                # a few corrected slices: keep all of them for training, minus a bottom strip each
-                split = [split_rows(r, val_fraction) for r in regions]
-                regions = [tr for tr, _ in split]
-                val_regions += [va for _, va in split]
+        if val_pairs is None and val_fraction > 0 and len(regions) >= max(2, round(1 / val_fraction)):
+            # enough slices: hold out the last ones (a contiguous block, no leak from neighbours)
+            nval = max(1, int(round(len(regions) * val_fraction)))
+            nval = min(nval, len(regions) - 1)
+            val_regions += regions[-nval:]
+            regions = regions[:-nval]
+        # a few corrected slices: every painted pixel is trained on and nothing is held out (a strip
+        # of a corrected slice would hide corrections from training and reward the least-adapted
+        # checkpoint); the run keeps its last weights
         train_regions += regions
     if val_pairs is not None:
         for i, (image, mask, slices) in enumerate(val_pairs):
@@ -278,6 +313,8 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
             **cfg.notes,
         },
     )
+    select = _selection(cfg, val_regions)
+    card["training"]["selection"] = select
     step, best, history = 0, -1.0, []
     if resume and (out_dir / "last" / "state.json").exists():
         st = load_training_state(out_dir / "last", model, opt)
@@ -303,12 +340,16 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
     best_written = (out_dir / "model.safetensors").exists() and resume
     t0, seen, last_loss = time.perf_counter(), 0, float("nan")
     next_mine, n_hard = step, 0  # hard examples are found again on resume (they are not saved)
+    if cfg.emphasis > 0:
+        # the user's corrections: where the starting model disagrees with the painted masks
+        # (found again on resume from the original model would be wrong: only at step 0)
+        yield Progress(step, cfg.steps, "find hard examples")
+        errors = hard_pixels(model, train_regions, card, device)
+        card["training"]["corrected_pixels"] = sampler.set_emphasis(errors)
+        n_hard = sampler.set_hard(errors)
+        next_mine = cfg.steps  # the corrections stay the target: no re-mining
 
-    def checkpoint_last():
-        if ema is not None:
-            from ..models.store import save_tensors
-
-            save_tensors(out_dir / "last" / "ema.safetensors", ema.state_dict())
+    def checkpoint_last():  # last/ (weights, EMA, optimizer, state) is written as one unit
         save_training_state(
             out_dir / "last",
             model,
@@ -323,11 +364,13 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
                 "aug_rng": gen.get_state().tolist(),
                 "torch_rng": torch.get_rng_state().tolist(),
             },
+            ema=ema,
         )
 
     def write_best(iou):
         nonlocal best_written
-        card["metrics"] = {"val_iou": iou, "step": step, "samples_seen": step * cfg.batch}
+        card["metrics"] = {"val_iou": iou, "step": step, "samples_seen": step * cfg.batch,
+                           "selection": select}
         card["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         save_model(out_dir, judged, card)
         best_written = True
@@ -343,13 +386,15 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
             if n_syn:
                 parts = [sampler.sample(cfg.batch - n_syn)] if cfg.batch > n_syn else []
                 parts.append(syn_sampler.sample(n_syn))
-                x, y = np.concatenate([a for a, _ in parts]), np.concatenate([m for _, m in parts])
+                c = max(m.shape[1] for _, m in parts)  # synthetic pairs carry no emphasis channel
+                y = np.concatenate([np.pad(m, ((0, 0), (0, c - m.shape[1]), (0, 0), (0, 0))) for _, m in parts])
+                x = np.concatenate([a for a, _ in parts])
             else:
                 x, y = sampler.sample(cfg.batch)
             x, y = augment(torch.from_numpy(x), torch.from_numpy(y), gen, elastic_p=cfg.elastic_p)
             # explicit: a reused worker thread may have been left in no-grad/inference mode
             with torch.inference_mode(False), torch.enable_grad():
-                loss = _loss(model(x.to(device)), y.to(device), cfg.dice)
+                loss = _loss(model(x.to(device)), y.to(device), cfg.dice, cfg.emphasis)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -367,7 +412,7 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
                 history.append({"step": step, "loss": last_loss, "val_iou": iou,
                                 "time_s": time.perf_counter() - t0})
                 info["val_iou"] = iou
-                if iou > best:
+                if select == "best" and iou > best and step * 2 >= cfg.steps:
                     best = iou
                     write_best(iou)
                 checkpoint_last()
@@ -375,13 +420,21 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
     finally:
         # stopped, crashed or finished: the best checkpoint must exist and ``last`` be current
         # (unless nothing was trained: an untouched model is not a result)
-        if not best_written and step:
+        if step and (select == "last" or not best_written):
             iou = evaluate(judged, val_regions, card, device) if val_regions else float("nan")
             write_best(iou)
         if step:
             checkpoint_last()
     card["history"] = history
     return card
+
+
+def _selection(cfg: TrainConfig, val_regions) -> str:
+    if cfg.select not in ("auto", "best", "last"):
+        raise DataError(f"select must be 'auto', 'best' or 'last', got {cfg.select!r}")
+    if cfg.select == "best" and not val_regions:
+        raise DataError("select='best' needs validation slices: give more slices or a validation set")
+    return cfg.select if cfg.select != "auto" else ("best" if val_regions else "last")
 
 
 # ---------------------------------------------------------------------------
@@ -401,6 +454,26 @@ def base_model_info(init: str | None, cfg: TrainConfig | None = None) -> dict:
         "depth": int(card["architecture"]["depth"]),
         "name": card.get("name", str(init)),
     }
+
+
+# "Fine-tune on my corrections": what the Train dock's button and ``cellgen train --corrections`` use.
+# Measured by benchmarks/correction_loop.py (docs/benchmarks.md): few painted slices, no validation,
+# the last weights kept, the pixels the starting model got wrong weighted and sampled more.
+CORRECTIONS = {"steps": 300, "batch": 8, "patch_px": 256, "emphasis": 4.0, "hard_prob": 0.4, "fg_prob": 0.3}
+
+
+def corrections_config(init: str, name: str = "", **overrides) -> TrainConfig:
+    """The fine-tuning recipe for a few corrected slices, starting from the model ``init``."""
+    c = {**CORRECTIONS, **{k: v for k, v in overrides.items() if v is not None}}
+    info = base_model_info(init)
+    return TrainConfig(
+        init=init, steps=int(c["steps"]), batch=int(c["batch"]), lr=float(c.get("lr") or default_lr(init)),
+        patch=patch_at_model_scale(int(c["patch_px"]), info["scale"], info["depth"]),
+        val_fraction=0.0, val_every=10**9, select="last", ema=0.0,
+        emphasis=float(c["emphasis"]), hard_prob=float(c["hard_prob"]), fg_prob=float(c["fg_prob"]),
+        seed=int(c.get("seed", 0)), name=name,
+        notes={"base_model": info["name"], "recipe": "corrections"},
+    )
 
 
 def patch_at_model_scale(patch_px: int, scale: float, depth: int) -> int:
@@ -462,9 +535,9 @@ def train_model(
 
 def default_run_dir(name: str) -> Path:
     """Where a named run keeps its checkpoints (``last/`` is resumable) before registration."""
-    from ..models.store import user_dir
+    from ..models.store import safe_name, user_dir
 
-    return user_dir().parent / "training-runs" / name
+    return user_dir().parent / "training-runs" / safe_name(name, "run")  # never outside that folder
 
 
 def edited_slices(paint_atoms) -> set[int]:
