@@ -12,17 +12,17 @@ rotation (logits averaged), like ``benchmarks/tta_views.py``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 from itertools import pairwise
 from pathlib import Path
 
-import numpy as np
 import torch
-from tta_views import DATA, held_out  # run as a script: benchmarks/ is on sys.path
+from _provenance import model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
+from tta_views import DATA, held_out
 
 from napari_cellgen._progress import run
+from napari_cellgen.metrics import IoU
 from napari_cellgen.segment.predict import make_forward
 from napari_cellgen.segment.tiling import predict_plane
 
@@ -40,16 +40,14 @@ def main(argv=None):
 
     fn = make_forward(model, "cpu", tta=2)  # cellgen's default views, as it runs them
 
-    inter, union = [], []
-    for r, t in zip(regions, truth, strict=True):
-        p = run(predict_plane(fn, r.planes, card["tile"], card["overlap"], 4, divisor)) >= 0.5
-        inter.append(int((p & t).sum()))
-        union.append(int((p | t).sum()))
-    inter, union = np.array(inter), np.array(union)
+    pred = [run(predict_plane(fn, r.planes, card["tile"], card["overlap"], 4, divisor)) >= 0.5 for r in regions]
     n, v = len(regions), args.first_val
 
-    def iou(a, b):
-        return float(inter[a:b].sum() / max(1, union[a:b].sum()))
+    def iou(a, b):  # pooled over slices a..b-1
+        m = IoU()
+        for z in range(a, b):
+            m.add(pred[z], truth[z])
+        return m.value
 
     # training blocks end where validation starts; the held-out block is one block
     edges = [*range(0, v, args.block), v, n]
@@ -57,12 +55,11 @@ def main(argv=None):
     res = {
         "what": "foreground IoU per block of slices at model resolution (threshold 0.5, views: image + 180° "
                 "rotation); the blocks before the held-out one trained the model",
-        "model": card.get("name"), "model_path": str(args.model), "blocks": blocks,
+        "model": model_ref(args.model), "blocks": blocks,
         "all training slices": iou(0, v), "held out": iou(v, n),
-        "machine": f"{os.cpu_count()} cores", "torch": torch.__version__, "date": dt.date.today().isoformat(),
+        "machine": f"{os.cpu_count()} cores", "torch": torch.__version__, **stamp(argv),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2))
+    write_json(args.out, res)
     print(json.dumps(res, indent=2))
 
 

@@ -12,16 +12,16 @@ area-downsampled ground truth, like ``benchmarks/tta_views.py``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from tta_views import DATA, held_out  # run as a script: benchmarks/ is on sys.path
+from _provenance import model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
+from tta_views import DATA, held_out
 
 from napari_cellgen._progress import run
+from napari_cellgen.metrics import foreground_iou
 from napari_cellgen.segment.predict import make_forward
 from napari_cellgen.segment.tiling import predict_plane
 
@@ -54,17 +54,16 @@ def main(argv=None):
     for border in args.borders:
         for name, how in (("whole slices", predict), ("quarter slices", quadrants)):
             pred = np.stack([how(r.planes, border) for r in regions]) >= 0.5
-            scores[f"margin {border} px, {name}"] = float((pred & truth).sum() / max(1, (pred | truth).sum()))
+            scores[f"margin {border} px, {name}"] = foreground_iou(pred, truth)
             print(f"margin {border} px, {name}: {scores[f'margin {border} px, {name}']:.4f}", flush=True)
     res = {
         "what": "foreground IoU at model resolution (threshold 0.5, views: image + 180° rotation) with a mirrored "
                 "margin of N px at the image border; 'quarter slices' segments each quarter as its own image",
-        "model": card.get("name"), "model_path": str(args.model), "slices": slices,
+        "model": model_ref(args.model), "slices": slices,
         "iou": scores, "machine": f"{os.cpu_count()} cores", "torch": torch.__version__,
-        "date": dt.date.today().isoformat(),
+        **stamp(argv),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2))
+    write_json(args.out, res)
 
 
 if __name__ == "__main__":

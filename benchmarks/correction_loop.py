@@ -23,7 +23,6 @@ command and the date.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -36,6 +35,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _provenance import model_ref, stamp, write_json  # noqa: E402
+
 DATA = HERE.parent.parent / "shared" / "data" / "lucchi"
 
 
@@ -53,10 +54,6 @@ def paint_fixes(labels: np.ndarray, truth: np.ndarray, min_error: int) -> tuple[
     return painted, fix
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA)
@@ -70,6 +67,7 @@ def main(argv=None):
     ap.add_argument("--emphasis", type=float, default=None)
     ap.add_argument("--hard-prob", type=float, default=None)
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--anchor-share", type=float, default=None)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -80,7 +78,7 @@ def main(argv=None):
     from napari_cellgen.metrics import foreground_iou
     from napari_cellgen.models.store import resolve
     from napari_cellgen.segment.pipeline import SegmentOptions, segment
-    from napari_cellgen.train.loop import corrections_config, train_model
+    from napari_cellgen.train.loop import correction_data, corrections_config, train_model
 
     lo, hi = args.block, args.block + 20
     img = tifffile.imread(args.data / "training.tif")[lo:hi]
@@ -109,9 +107,11 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("CELLGEN_USER_DIR", str(Path(tmp) / "user"))
         cfg = corrections_config(str(model_dir), "ft", steps=args.steps, emphasis=args.emphasis,
-                                 hard_prob=args.hard_prob, lr=args.lr)
+                                 hard_prob=args.hard_prob, lr=args.lr,
+                                 anchor_share=args.anchor_share)
         t0 = time.perf_counter()
-        out = run(train_model([(img, painted, zs)], Path(tmp) / "ft", cfg))
+        pairs, anchors = correction_data(img, painted, zs)  # as the dock does
+        out = run(train_model(pairs, Path(tmp) / "ft", cfg, anchors=anchors))
         ft_s = time.perf_counter() - t0
         after = segment(img, SegmentOptions(model=str(out["model_dir"]), measure=False)).labels
         card = out["card"]
@@ -119,9 +119,11 @@ def main(argv=None):
     res = {
         "what": "correction loop: segment, paint 2 slices, fine-tune with the dock's recipe, segment again",
         "scenario": args.scenario, "block": [lo, hi - 1], "corrected_slices": [z + lo for z in zs],
-        "model": str(args.model), "model_sha256": sha256(Path(model_dir) / "model.safetensors"),
+        "model": {**model_ref(model_dir), "given": str(args.model)},
         "recipe": {k: v for k, v in vars(cfg).items() if k in (
-            "steps", "batch", "patch", "lr", "emphasis", "hard_prob", "fg_prob", "select", "ema")},
+            "steps", "batch", "patch", "lr", "emphasis", "hard_prob", "fg_prob", "select", "ema",
+            "anchor_share")},
+        "anchors": card["training"].get("anchors"),
         "corrected_pixels": int(c.sum()),
         "corrected_right_before": float(((before > 0) == (gt > 0))[c].mean()) if c.any() else None,
         "corrected_right_after": float(((after > 0) == (gt > 0))[c].mean()) if c.any() else None,
@@ -129,18 +131,13 @@ def main(argv=None):
         "iou_other_after": foreground_iou(after[others], gt[others]),
         "iou_painted_slices_after": foreground_iou(after[zs], gt[zs]),
         "finetune_s": ft_s, "card_metrics": card.get("metrics"), "card_selection": card["training"].get("selection"),
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "python": platform.python_version(), "torch": torch.__version__},
-        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        **stamp(argv),
     }
     res["iou_other_change"] = res["iou_other_after"] - res["iou_other_before"]
     print(json.dumps(res, indent=1))
-    out_path = args.out or HERE / "results" / f"correction_loop_{args.scenario}_{lo}.json"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = out_path.with_suffix(".json.tmp")
-    tmp_path.write_text(json.dumps(res, indent=2))
-    os.replace(tmp_path, out_path)
+    write_json(args.out or HERE / "results" / f"correction_loop_{args.scenario}_{lo}.json", res)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ several times larger than each worker's memory budget. Writes benchmarks/results
     python benchmarks/dask_scaling.py --part ddp          # training: 1 process vs --nproc 2 (~2 min)
     python benchmarks/dask_scaling.py --part all
 
-Parts merge into the JSON (a later run of one part replaces only that part). Workers are
+Parts merge into the JSON (a later run of one part replaces only that part; each part keeps the
+command and date that measured it). Workers are
 warmed up (torch and the model imported) before timing; cluster start-up is reported apart.
 Peak memory is each worker process's peak resident set size (``getrusage``), libraries included.
 """
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _provenance import model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 LUCCHI = ROOT.parent / "shared" / "data" / "lucchi" / "training.tif"
@@ -87,7 +89,7 @@ def part_identity(args, tmp: Path) -> dict:
     t0 = time.perf_counter()
     ref = segment(vol, opt, callback=lambda p: stages.__setitem__(p.stage, time.perf_counter() - t0))
     t_mem = time.perf_counter() - t0
-    out = {"volume": list(vol.shape), "model": card.get("name"), "block_z": args.block_z,
+    out = {"volume": list(vol.shape), "model": model_ref(args.model), "block_z": args.block_z,
            "in_memory_s": t_mem, "in_memory_threads": 2, "n_objects": ref.n_objects,
            "in_memory_stage_end_s": stages}
 
@@ -166,7 +168,7 @@ def part_big(args, tmp: Path) -> dict:
     budget = _bytes(args.memory_limit)
     client_peak = peak_rss()
     return {
-        "volume": [n, *arr.shape[1:]], "volume_gb": nbytes / 1e9, "model": card.get("name"),
+        "volume": [n, *arr.shape[1:]], "volume_gb": nbytes / 1e9, "model": model_ref(args.model),
         "labels_on_disk_uint32_gb": 4 * nbytes / 1e9, "workers": args.big_workers,
         "torch_threads_per_worker": threads,
         "block_z": args.block_z, "memory_limit_per_worker_mb": budget / MB,
@@ -222,7 +224,7 @@ def markdown(results: dict) -> str:
                           ident["throughput_2_workers_vs_1_worker_2_threads"])
         ov = {k: 100 * ident[f"overhead_{k}_vs_in_memory"]
               for k in ("dask_1_worker_2_threads", "dask_2_workers", "blockwise_in_process")}
-        lines += [f"Volume that fits: Lucchi {z} × {y} × {x} (uint8), model {ident['model']}, "
+        lines += [f"Volume that fits: Lucchi {z} × {y} × {x} (uint8), model {_label(ident['model'])}, "
                   f"blocks of {ident['block_z']} slices; {ident['n_objects']} objects in memory.", "",
                   "| path | wall s | MPix/s | worker peak RSS MB | labels | max prob diff (/255) |",
                   "| --- | --- | --- | --- | --- | --- |",
@@ -262,6 +264,11 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _label(model) -> str:
+    """A result's model as text: ``name@sha12`` (older results hold only the name)."""
+    return model["label"] if isinstance(model, dict) else str(model)
+
+
 def _bytes(text: str) -> int:
     from dask.utils import parse_bytes
 
@@ -295,13 +302,12 @@ def main() -> None:
                           "platform": platform.platform(), "note": "2-core VM, no GPU"}
 
     def save():
-        results["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(results, indent=2, default=float))
+        results.update(stamp())
+        write_json(out_path, results, default=float)
 
     try:  # saved after every part, so that a part that runs out of time keeps the others
         if args.part in ("identity", "all"):
-            results["identity_and_overhead"] = part_identity(args, tmp)
+            results["identity_and_overhead"] = {**part_identity(args, tmp), **stamp()}
             print(json.dumps(results["identity_and_overhead"], indent=1))
             save()
         if args.part in ("big", "all"):
@@ -309,11 +315,11 @@ def main() -> None:
             rate = (ident.get("dask") or {}).get("2_workers_x_1_thread", {}).get("mpix_per_s")
             if args.big_seconds and rate:  # as many slices as 2 workers segment in that time
                 args.big_slices = max(8, int(rate * 1e6 * args.big_seconds / (768 * 1024)))
-            results["larger_than_worker_memory"] = part_big(args, tmp)
+            results["larger_than_worker_memory"] = {**part_big(args, tmp), **stamp()}
             print(json.dumps(results["larger_than_worker_memory"], indent=1))
             save()
         if args.part in ("ddp", "all"):
-            results["training_ddp"] = part_ddp(args, tmp)
+            results["training_ddp"] = {**part_ddp(args, tmp), **stamp()}
             print(json.dumps(results["training_ddp"], indent=1))
             save()
     finally:

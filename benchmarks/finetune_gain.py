@@ -29,7 +29,6 @@ Writes ``benchmarks/results/finetune_gain.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -37,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _provenance import model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "lucchi"
@@ -77,18 +77,14 @@ def degrade(img: np.ndarray, mask: np.ndarray, d: dict, seed: int = 0):
 def iou_on(model, card, image, mask, zs):
     """Pooled foreground IoU and mean per-slice IoU over slices ``zs`` (whole stack as context)."""
     from napari_cellgen._progress import run
+    from napari_cellgen.metrics import IoU
     from napari_cellgen.segment.predict import predict_stack
 
     model.eval()
     prob = run(predict_stack(model, card, image, batch_size=4))
-    inter = union = 0
-    per = []
-    for z in zs:
-        p, g = prob[z] >= 0.5, mask[z] > 0
-        i, u = int(np.logical_and(p, g).sum()), int(np.logical_or(p, g).sum())
-        inter, union = inter + i, union + u
-        per.append(i / u if u else 1.0)
-    return {"iou": inter / union if union else 1.0, "mean_slice_iou": float(np.mean(per))}
+    pooled = IoU()
+    per = [pooled.add(prob[z] >= 0.5, mask[z]) for z in zs]
+    return {"iou": pooled.value, "mean_slice_iou": float(np.mean(per))}
 
 
 def finetune(init, image, mask, train_zs, steps, seed, out_dir, lr=None):
@@ -149,7 +145,7 @@ def main(argv=None):
            "degradation": {"preset": args.degradation, **PRESETS[args.degradation]},
            "degraded_shape": list(deg.shape),
            "annotated_slices": [z + lo for z in train_zs], "test_slices": f"{lo}-{hi - 1} minus those 2 (23)",
-           "model": card.get("name"), "threshold": 0.5}
+           "model": model_ref(args.model), "threshold": 0.5}
     t0 = time.perf_counter()
     res["shipped_on_original"] = iou_on(model, card, img, gt, test_zs)
     res["before"] = iou_on(model, card, deg, deg_mask, test_zs)
@@ -169,9 +165,8 @@ def main(argv=None):
     res["total_s"] = time.perf_counter() - t0
     res["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                       "python": platform.python_version(), "torch": torch.__version__}
-    res["date"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2))
+    res.update(stamp(argv))
+    write_json(args.out, res)
     print(f"IoU before {res['before']['iou']:.3f} -> after {res['after']['iou']:.3f} "
           f"(+{res['gain_iou']:.3f}) in {fit['time_s']:.0f} s of fine-tuning -> {args.out}")
 

@@ -14,8 +14,6 @@ min) and pooled over the stack, plus the adjacent-slice correlation the detector
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import subprocess
 import sys
 import tempfile
@@ -24,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from _provenance import generator_ref, model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
 
 DATA = Path("/work/shared/data/lucchi/training_groundtruth.tif")
 
@@ -47,9 +46,12 @@ def make_masks(truth: np.ndarray, n: int, size: int, first: int, seed: int) -> n
 
 
 def ious(pred: np.ndarray, masks: np.ndarray) -> tuple[list[float], float]:
-    p, m = pred > 0, masks > 0
-    per = [float((a & b).sum() / max(1, (a | b).sum())) for a, b in zip(p, m, strict=True)]
-    return per, float((p & m).sum() / max(1, (p | m).sum()))
+    """Each tile's foreground IoU and the IoU pooled over the stack."""
+    from napari_cellgen.metrics import IoU
+
+    pooled = IoU()
+    per = [pooled.add(a, b) for a, b in zip(pred, masks, strict=True)]
+    return per, pooled.value
 
 
 def cellgen(*args: str) -> tuple[float, str]:
@@ -95,8 +97,8 @@ def main(argv=None):
                   f"pooled {pooled:.3f}) in {secs:.0f} s")
     result = {
         "what": "24 generated 256x256 tiles segmented as one stack, foreground IoU against their masks",
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "python benchmarks/generated_stack.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip(),
+        "model": model_ref(None), "generator": generator_ref(None),  # cellgen's defaults, as run below
+        **stamp(argv),
         "cellgen_commands": {k: "cellgen " + " ".join(Path(a).name if "/" in a else a for a in v)
                              for k, v in commands.items()},
         "masks": f"slices {args.first}-{args.first + args.n - 1} of {args.data.name} (held out), one random "
@@ -105,8 +107,7 @@ def main(argv=None):
         "adjacent_correlation": {"generated": adjacent_correlation(images), "threshold": THRESHOLD},
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result, indent=1)
     print(f"wrote {args.out}")
 
 

@@ -25,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from _provenance import generator_ref, model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
 
 from napari_cellgen._progress import run
+from napari_cellgen.metrics import IoU
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data" / "lucchi"
@@ -64,14 +66,10 @@ def segment_tiles(model, card, tiles):
 
 
 def iou(pred, gt):
-    inter = np.logical_and(pred, gt).sum((1, 2))
-    union = np.logical_or(pred, gt).sum((1, 2))
-    per = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-    return {
-        "mean": float(per.mean()),
-        "pooled": float(inter.sum() / max(union.sum(), 1)),
-        "std": float(per.std()),
-    }
+    """Foreground IoU of a stack of tiles: mean and spread of the tiles' own, and pooled."""
+    pooled = IoU()
+    per = np.array([pooled.add(p, g) for p, g in zip(pred, gt, strict=True)])
+    return {"mean": float(per.mean()), "pooled": pooled.value, "std": float(per.std())}
 
 
 def encoder_features(model, card, tiles):
@@ -213,8 +211,8 @@ def main(argv=None):
     seg, card = load_model(args.segmenter)
     res: dict = {
         "pixel_noise": args.pixel_noise,
-        "generator": str(gen.path),
-        "segmenter": card.get("name", args.segmenter),
+        "generator": generator_ref(args.generator),
+        "segmenter": model_ref(args.segmenter),
         "n": args.n,
         "steps": args.steps,
         "guidance": args.guidance,
@@ -296,9 +294,8 @@ def main(argv=None):
     res["vae"]["iou_seg_reconstruction_vs_mask"] = iou(p_rec, m)
 
     res["time_s"] = time.perf_counter() - t_all
-    res["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2))
+    res.update(stamp(argv))
+    write_json(args.out, res)
     figure(args.out.with_suffix(".png"), real, fake, m)
     tifffile.imwrite(args.out.with_name(args.out.stem + "_samples.tif"), np.stack([real, fake, rec], 1)[:16])
     print(json.dumps({k: v for k, v in res.items() if k != "object_stats"}, indent=1))

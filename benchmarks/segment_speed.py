@@ -6,13 +6,14 @@ accounting (peak RSS from ``resource.getrusage`` of the child).
     python benchmarks/segment_speed.py --big 2         # a ~2 GB stack tiled from it
 
 The big stack is written zlib-compressed (so it is read page by page, not memory
-mapped) to a temporary folder and removed afterwards.
+mapped) to a temporary folder and removed afterwards. Each run writes its own file
+(``benchmarks/results/segment_speed_<UTC time>.json`` unless ``--out``), never merged into an
+older one, with the model's card name and weights' sha256, the command and the date.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import resource
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from _provenance import model_ref, new_path, stamp, write_json  # run as a script: benchmarks/ is on sys.path
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lucchi"
 
@@ -55,15 +57,17 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--big", type=float, default=0, help="also segment a stack of this many GB")
     ap.add_argument("--model", default="mito-unet")
-    ap.add_argument("--tta", type=int, default=None, choices=(1, 2, 4), metavar="VIEWS",
-                    help="cellgen segment --tta VIEWS (default: cellgen's default)")
+    ap.add_argument("--views", "--tta", type=int, default=None, choices=(1, 2, 4),
+                    help="cellgen segment --views VIEWS (default: cellgen's default)")
     ap.add_argument("--median", action="store_true", help="cellgen segment --median")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run the whole volume N times; report the median wall time and every run's")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/segment_speed.json"))
+    ap.add_argument("--out", type=Path, default=None,
+                    help="JSON to write (default: a new benchmarks/results/segment_speed_<UTC time>.json)")
     args = ap.parse_args(argv)
-    res = {"machine": f"{os.cpu_count()} cores", "torch_threads": os.environ.get("OMP_NUM_THREADS", "default"),
-           "date": dt.date.today().isoformat()}
+    out = args.out or new_path(Path("benchmarks/results/segment_speed.json"))
+    res = {"model": model_ref(args.model), "machine": f"{os.cpu_count()} cores",
+           "torch_threads": os.environ.get("OMP_NUM_THREADS", "default"), **stamp(argv)}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.big:
@@ -76,21 +80,19 @@ def main(argv=None):
         else:
             vol = DATA / "training.tif"
             shape = tifffile.TiffFile(vol).series[0].shape
-            opts = ([f"--tta={args.tta}"] if args.tta else []) + (["--median"] if args.median else [])
+            opts = ([f"--views={args.views}"] if args.views else []) + (["--median"] if args.median else [])
             runs = [run_cli(["segment", str(vol), "-o", str(tmp / "labels.tif"), "--csv", str(tmp / "o.csv"),
                              "--model", args.model, "--quiet", *opts]) for _ in range(max(1, args.repeat))]
             walls = [r["wall_s"] for r in runs]
             r = {**runs[-1], "wall_s": float(np.median(walls))}
             vox = int(np.prod(shape))
-            # lucchi, lucchi_tta1, lucchi_tta4_median ...
+            # lucchi, lucchi_views1, lucchi_views4_median ...
             key = "_".join(["lucchi", *(o[2:].replace("=", "") for o in opts)])
             res[key] = {"shape": list(shape), "options": opts, **r, "mpix_per_s": vox / 1e6 / r["wall_s"],
                         "runs_wall_s": walls, "runs_mpix_per_s": [vox / 1e6 / w for w in walls]}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    old = json.loads(args.out.read_text()) if args.out.exists() else {}
-    old.update(res)
-    args.out.write_text(json.dumps(old, indent=2))
+    write_json(out, res)
     print(json.dumps(res, indent=2))
+    print(f"-> {out}")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _provenance import generator_ref, model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "lucchi"
@@ -79,13 +80,13 @@ def cellgen(*args, log: Path) -> float:
 
 def evaluate(model_dir: Path, img, gt) -> float:
     from napari_cellgen._progress import run
+    from napari_cellgen.metrics import foreground_iou
     from napari_cellgen.models.store import load_model
     from napari_cellgen.segment.predict import predict_stack
 
     model, card = load_model(model_dir)
     prob = run(predict_stack(model, card, img, np.zeros(img.shape, np.float32)))
-    fg = prob >= 0.5
-    return float(np.logical_and(fg, gt).sum() / max(1, np.logical_or(fg, gt).sum()))
+    return foreground_iou(prob >= 0.5, gt)
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -220,11 +221,8 @@ def main(argv=None):
     def save():
         res["summary"] = summarise(res["runs"])
         res["targets"] = targets(res["summary"], args.k)
-        res["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(res, indent=2))
-        os.replace(tmp, args.out)
+        res.update(stamp(argv))
+        write_json(args.out, res)
 
     synth = {}
     for k in args.k if set(args.conditions) & set("abc") else []:
@@ -238,7 +236,8 @@ def main(argv=None):
                     "--init", args.base_generator, "--vae-steps", 0, "--fresh-denoiser",
                     "--diffusion-minutes", args.gen_minutes, "--threads", args.threads, "--quiet", log=log)
             card = json.loads((gen / "denoiser" / "card.json").read_text())
-            res["generators"][f"k{k}"] = {"path": str(gen), "mask_slices": card["training"]["mask_slices"],
+            res["generators"][f"k{k}"] = {"path": str(gen), "generator": generator_ref(gen),
+                                          "mask_slices": card["training"]["mask_slices"],
                                           "denoiser_steps": card.get("metrics", {}).get("step"),
                                           "metrics": card.get("metrics")}
             synth[k] = work / f"synth_k{k}"
@@ -249,6 +248,7 @@ def main(argv=None):
             save()
     if "e" in args.conditions:
         synth["full"] = work / "synth_full"
+        res["generators"]["full"] = {"generator": generator_ref(args.base_generator)}
         if not (synth["full"] / "synth.json").exists():
             res["timings_s"]["synth_full"] = cellgen(
                 "synth", "-o", synth["full"], "--n", args.n_synth, "--generator", args.base_generator,
@@ -274,7 +274,7 @@ def main(argv=None):
                 iou = evaluate(out, val_img, val_gt)
                 print(f"  k={kk or 'all'} ({cond}) seed {seed}: IoU {iou:.4f}  [{secs:.0f} s]", flush=True)
                 res["runs"].append({"k": kk, "condition": cond, "seed": seed, "iou": iou, "train_s": secs,
-                                    "model": str(out)})
+                                    "model_dir": str(out), "model": model_ref(out)})
                 done.add((kk, cond, seed))
                 save()
     save()

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import tifffile
+from _provenance import model_ref, stamp  # run as a script: benchmarks/ is on sys.path
 
 from napari_cellgen._progress import run
 from napari_cellgen.train.loop import DICE_MODES, TrainConfig, train_segmenter
@@ -83,6 +84,8 @@ def main(argv=None):
     t0 = time.time()
     log = open(args.out.with_suffix(".log"), "a") if args.out.parent.exists() else sys.stdout  # noqa: SIM115
 
+    print(json.dumps({"start": True, **stamp(argv)}), file=log, flush=True)
+
     def cb(p):
         if p.stage != "train":
             print(json.dumps({"step": p.done, "t": round(time.time() - t0, 1), "stage": p.stage}), file=log, flush=True)
@@ -91,12 +94,13 @@ def main(argv=None):
 
     card = run(train_segmenter([(img, gt, train)], args.out, cfg, val_pairs=[(img, gt, val)],
                                resume=args.resume), cb)
-    print(json.dumps({"done": True, "time_s": time.time() - t0, "metrics": card.get("metrics")}), file=log,
-          flush=True)
+    print(json.dumps({"done": True, "time_s": time.time() - t0, "metrics": card.get("metrics"),
+                      "model": model_ref(args.out)}), file=log, flush=True)
     if args.final:
         from napari_cellgen.train.checkpoint import export_last
 
-        print(json.dumps({"final": str(export_last(args.out, args.final))}), file=log, flush=True)
+        final = export_last(args.out, args.final)
+        print(json.dumps({"final": str(final), "model": model_ref(final)}), file=log, flush=True)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import tifffile
+from _provenance import generator_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
 
 from napari_cellgen._progress import run
 from napari_cellgen.generate.train import GeneratorConfig, train_generator
@@ -119,7 +120,7 @@ def main(argv=None):
     total = time.time() - t0
     stage_t = {k: round(v - t0, 1) for k, v in stage_t.items()}
     summary = {
-        "generator": str(args.out),
+        "generator": {**generator_ref(args.out), "path": str(args.out)},
         "total_time_s": round(total, 1),
         "stage_start_s": stage_t,
         "threads": args.threads,
@@ -136,8 +137,8 @@ def main(argv=None):
         "layout": {k: v for k, v in res["layout"].items() if k != "objects"},
         "config": res["denoiser"]["training"]["config"],
     }
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(summary, indent=2, default=str))
+    summary.update(stamp(argv))
+    write_json(args.results, summary, default=str)
     print(json.dumps({"done": True, "time_s": round(total, 1)}), flush=True)
 
 

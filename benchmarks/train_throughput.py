@@ -36,6 +36,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the children run this file by path too
+from _provenance import stamp, write_json  # noqa: E402
+
 DATA = HERE.parent.parent / "shared" / "data" / "lucchi"
 
 
@@ -221,10 +224,9 @@ def main(argv=None):
         "runs": runs,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
                     "platform": platform.platform()},
-        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        **stamp(argv),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_json(args.out, result)
     print(f"cli {result['cli_samples_per_s']:.2f} samples/s, viewer {result['viewer_samples_per_s']:.2f} "
           f"samples/s, ratio {result['ratio_viewer_over_cli']:.3f} -> {args.out}")
 

@@ -19,15 +19,14 @@ training z spacing) was set before this ran. Writes ``benchmarks/results/travel.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _provenance import model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "lucchi"
@@ -71,8 +70,7 @@ def main(argv=None):
     model_dir = resolve(args.model)
     opts = SegmentOptions(model=str(model_dir), measure=False)
     res = {"what": "foreground IoU of the whole pipeline on resampled / anisotropic Lucchi, with and "
-                   "without the pixel size", "model": str(args.model),
-           "model_sha256": hashlib.sha256((Path(model_dir) / "model.safetensors").read_bytes()).hexdigest(),
+                   "without the pixel size", "model": {**model_ref(model_dir), "given": str(args.model)},
            "cases": {}}
     for name, (img, truth, px) in cases.items():
         row = {"shape": list(img.shape), "pixel_size_nm": list(px)}
@@ -84,14 +82,10 @@ def main(argv=None):
                 "message": r.message}
         res["cases"][name] = row
         print(name, json.dumps(row), flush=True)
-    res["command"] = "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])])
     res["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                       "python": platform.python_version(), "torch": torch.__version__}
-    res["date"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(res, indent=2))
-    os.replace(tmp, args.out)
+    res.update(stamp(argv))
+    write_json(args.out, res)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ used before 2026-12-02 (half the card's overlap), to compare.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import itertools
 import json
 import os
@@ -23,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
+from _provenance import model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
 
 from napari_cellgen._progress import run
+from napari_cellgen.metrics import foreground_iou
 from napari_cellgen.models.store import load_model
 from napari_cellgen.segment.predict import TTA_VIEWS
 from napari_cellgen.segment.tiling import predict_plane
@@ -71,22 +72,20 @@ def main(argv=None):
                          for r in regions])
 
     def iou(lg):
-        p = lg >= 0
-        return float((p & truth).sum() / max(1, (p | truth).sum()))
+        return foreground_iou(lg >= 0, truth)
 
     views = {name: logits(dims) for name, dims in FLIPS.items()}
     res = {
         "what": "foreground IoU at model resolution, threshold 0.5, of single views and of averaged views",
-        "model": card.get("name"), "model_path": str(args.model),
+        "model": model_ref(args.model),
         "slices": slices, "border": args.border,
         "single": {k: iou(v) for k, v in views.items()},
         "pairs": {f"{a} + {b}": iou((views[a] + views[b]) / 2) for a, b in itertools.combinations(views, 2)},
         "all four": iou(sum(views.values()) / 4),
         "machine": f"{os.cpu_count()} cores", "torch": torch.__version__,
-        "date": dt.date.today().isoformat(),
+        **stamp(argv),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2))
+    write_json(args.out, res)
     print(json.dumps(res, indent=2))
 
 

@@ -45,6 +45,41 @@ def pytest_configure(config):
         )
 
 
+# CI (``.ci/run`` sets CELLGEN_CI=1): a skipped test checks nothing, so any skip fails the run.
+_NOT_RUN: list[str] = []
+
+
+def _ci() -> bool:
+    return os.environ.get("CELLGEN_CI") == "1"
+
+
+def _not_run(report) -> None:
+    reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else getattr(report, "wasxfail", "")
+    _NOT_RUN.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_collectreport(report):
+    if report.skipped:  # a whole module skipped (pytest.skip(allow_module_level=True), importorskip)
+        _not_run(report)
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:  # skip, skipif, importorskip in a test, xfail
+        _not_run(report)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _ci() and _NOT_RUN:
+        terminalreporter.section("CELLGEN_CI=1: skipped tests fail the run", red=True)
+        for line in _NOT_RUN:
+            terminalreporter.line(line)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _ci() and _NOT_RUN and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture(autouse=True)
 def _empty_training_pool():
     """The synthetic training pool is process-wide: every test starts and ends with it empty."""

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
+import torch
 
-torch = pytest.importorskip("torch")
-tifffile = pytest.importorskip("tifffile")
+from napari_cellgen import cli
 
-from napari_cellgen import cli  # noqa: E402
-
-TINY = ["--init", "scratch", "--base", "4", "--depth", "2", "--scale", "1", "--context", "0",
+TINY = ["--model", "scratch", "--base", "4", "--depth", "2", "--scale", "1", "--context", "0",
         "--patch", "32", "--batch", "2", "--threads", "1", "--quiet"]
 
 
@@ -168,11 +167,11 @@ DEMO = ["demo", "--headless"]
 CASES = [
     # ---- segment: options
     *[_case(f"segment-{'-'.join(o).strip('-')}", [*SEG, *o]) for o in (
-        ["--batch-size", "-1"], ["--batch-size", "0"], ["--batch-size", "abc"], ["--threshold", "nan"],
+        ["--batch", "-1"], ["--batch", "0"], ["--batch", "abc"], ["--threshold", "nan"],
         ["--threshold", "2"], ["--tile", "0"], ["--tile", "-64"], ["--overlap", "-1"],
         ["--tile", "32", "--overlap", "32"],
         ["--min-size", "-1"], ["--workers", "0"], ["--workers", "-1"], ["--workers", "1", "--block-z", "0"],
-        ["--tta", "3"], ["--device", "tpu"], ["--scheduler", "my-cluster"])],
+        ["--views", "3"], ["--device", "tpu"], ["--scheduler", "my-cluster"])],
     # ---- segment: inputs
     _case("segment-missing-input", ["segment", "{w}/missing.tif", "-o", "{w}/out.tif", "--model", "tiny"]),
     _case("segment-text-input", ["segment", "{w}/notes.txt", "-o", "{w}/out.tif", "--model", "tiny"]),
@@ -221,13 +220,13 @@ CASES = [
                                    *TINY, "-o", "{w}/run"]),
     _case("train-shape-mismatch", ["train", "--images", "{w}/em.tif", "--masks", "{w}/m32.tif", *TINY,
                                    "-o", "{w}/run"]),
-    _case("train-init-bad-card", [*TRAIN, "--init", "{w}/model", "-o", "{w}/run"], "card-scale=0"),
-    _case("train-init-unknown", [*TRAIN, "--init", "nope", "-o", "{w}/run"]),
+    _case("train-model-bad-card", [*TRAIN, "--model", "{w}/model", "-o", "{w}/run"], "card-scale=0"),
+    _case("train-model-unknown", [*TRAIN, "--model", "nope", "-o", "{w}/run"]),
     _case("train-o-is-images", [*TRAIN, "-o", "{w}/em.tif"]),
     _case("train-o-is-file", [*TRAIN, "-o", "{w}/notes.txt"]),
     _case("train-o-missing-parent", [*TRAIN, "-o", "{w}/nodir/run"]),
     _case("train-o-unwritable", [*TRAIN, "-o", "{w}/ro/run"], "unwritable"),
-    _case("train-o-is-init", [*TRAIN, "--init", "{w}/model", "-o", "{w}/model"]),
+    _case("train-o-is-model", [*TRAIN, "--model", "{w}/model", "-o", "{w}/model"]),
     _case("train-resume-nothing", [*TRAIN, "--resume", "-o", "{w}/run"]),
     _case("train-resume-mixed-last", [*TRAIN, "--resume", "-o", "{w}/run"], "mixed-last"),
     _case("train-resume-other-architecture", [*TRAIN, "--resume", "-o", "{w}/run"], "other-arch-last"),
@@ -269,8 +268,8 @@ CASES = [
     _case("train-generator-missing-images", ["train-generator", "--images", "{w}/missing.tif", "-o", "{w}/g"]),
     _case("train-generator-o-is-images", [*TGEN, "-o", "{w}/em.tif"]),
     _case("train-generator-o-missing-parent", [*TGEN, "-o", "{w}/nodir/g"]),
-    _case("train-generator-o-is-init", [*TGEN, "--init", "{w}/gen", "-o", "{w}/gen"]),
-    _case("train-generator-init-bad-card", [*TGEN, "--init", "{w}/gen", "-o", "{w}/g"], "gden-tile=0"),
+    _case("train-generator-o-is-generator", [*TGEN, "--generator", "{w}/gen", "-o", "{w}/gen"]),
+    _case("train-generator-generator-bad-card", [*TGEN, "--generator", "{w}/gen", "-o", "{w}/g"], "gden-tile=0"),
     # ---- demo
     _case("demo-out-is-file", [*DEMO, "--out", "{w}/notes.txt"]),
     _case("demo-out-missing-parent", [*DEMO, "--out", "{w}/nodir/demo"]),

@@ -7,23 +7,20 @@ import os
 import sys
 from pathlib import Path
 
+import cloudpickle
 import numpy as np
 import pytest
+import torch
+import zarr
+from torch import nn
 
-zarr = pytest.importorskip("zarr")
-distributed = pytest.importorskip("distributed")
-torch = pytest.importorskip("torch")
-
-import cloudpickle  # noqa: E402
-from torch import nn  # noqa: E402
-
-from napari_cellgen import cli  # noqa: E402
-from napari_cellgen.io.zarr_io import write_zarr  # noqa: E402
-from napari_cellgen.models.store import save_model  # noqa: E402
-from napari_cellgen.models.unet import UNet  # noqa: E402
-from napari_cellgen.segment import cluster, pipeline  # noqa: E402
-from napari_cellgen.segment.blockwise import BlockError, merge_ids, segment_blockwise  # noqa: E402
-from napari_cellgen.segment.pipeline import SegmentOptions, segment  # noqa: E402
+from napari_cellgen import cli
+from napari_cellgen.io.zarr_io import write_zarr
+from napari_cellgen.models.store import save_model
+from napari_cellgen.models.unet import UNet
+from napari_cellgen.segment import cluster, pipeline
+from napari_cellgen.segment.blockwise import BlockError, merge_ids, segment_blockwise
+from napari_cellgen.segment.pipeline import SegmentOptions, segment
 
 # worker processes cannot import this test module: send its classes by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -230,9 +227,9 @@ def test_tiff_source_is_opened_lazily_by_path(tmp_path):
 
 
 def test_measurements_of_slabs_too_big_for_memory_are_read_lazily(tmp_path, monkeypatch):
-    from napari_cellgen.segment import blockwise
+    from napari_cellgen.segment import block_tasks
 
-    monkeypatch.setattr(blockwise, "SLAB_BYTES", 0)
+    monkeypatch.setattr(block_tasks, "SLAB_BYTES", 0)
     img = blobs(seed=8)
     opt = SegmentOptions(min_size=20, device="cpu")
     ref = segment(img, opt, model=(Bright(), CARD))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,54 @@ def test_help_lists_the_subcommands(capsys):
         cli.main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for name in ("info", "demo"):
-        assert name in out
+    for name in cli.SUBCOMMANDS:
+        assert f"    {name}" in out, name
+
+
+def _option_blocks(helptext: str) -> dict[str, str]:
+    """Each option's entry in an argparse help text (flags and wrapped help joined by single spaces)."""
+    blocks, current = {}, None
+    for line in helptext.splitlines():
+        if line.startswith("  -"):
+            current = line.split()[0].rstrip(",")
+            blocks[current] = " ".join(line.split())
+        elif current and line.startswith("    "):
+            blocks[current] += " " + " ".join(line.split())
+        else:
+            current = None
+    return blocks
+
+
+@pytest.mark.parametrize("name", cli.SUBCOMMANDS)
+def test_every_subcommand_help_runs_and_shows_the_defaults(name, capsys):
+    import argparse
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main([name, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: cellgen {name}")
+    blocks = _option_blocks(out)
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    shown = 0
+    for action in sub.choices[name]._actions:
+        if not action.option_strings or action.help == argparse.SUPPRESS or action.dest == "help":
+            continue
+        block = blocks.get(action.option_strings[0])
+        assert block, f"cellgen {name} --help does not show {action.option_strings[0]}"
+        if action.required or action.nargs == 0 or any(action.default is v for v in (None, False)):
+            continue  # no default to show (the help says what None means in words)
+        assert "default" in block, (name, block)
+        default = action.default
+        if isinstance(default, (int, float)) and not isinstance(default, bool):  # "default 0" for 0.0
+            said = re.findall(r"default:?\s*([-+]?\d[\d.]*(?:e[-+]?\d+)?)", block)
+            assert any(float(v.rstrip(".")) == default for v in said), (name, block, default)
+        else:
+            seq = isinstance(default, (list, tuple))
+            texts = {str(default), *([" ".join(map(str, default)), ",".join(map(str, default))] if seq else [])}
+            assert any(t in block for t in texts), (name, block, default)  # as typed: "1 2" or "1,2"
+        shown += 1
+    assert shown or name in ("info", "demo", "export")
 
 
 def test_console_script_help_runs():

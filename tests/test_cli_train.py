@@ -6,16 +6,13 @@ import json
 
 import numpy as np
 import pytest
+import tifffile
+from _train_helpers import blob_stack
 
-pytest.importorskip("torch")
-tifffile = pytest.importorskip("tifffile")
+from napari_cellgen.cli import main
+from napari_cellgen.models.store import list_models, load_model
 
-from _train_helpers import blob_stack  # noqa: E402
-
-from napari_cellgen.cli import main  # noqa: E402
-from napari_cellgen.models.store import list_models, load_model  # noqa: E402
-
-TINY = ["--init", "scratch", "--base", "4", "--depth", "2", "--scale", "1", "--context", "0",
+TINY = ["--model", "scratch", "--base", "4", "--depth", "2", "--scale", "1", "--context", "0",
         "--patch", "32", "--batch", "2", "--threads", "1", "--quiet"]
 
 
@@ -52,7 +49,7 @@ def test_train_registers_and_prints_progress(files, capsys):
     # fine-tune from the folder, then resume: the step count continues
     out2 = files / "ft"
     args = ["train", "--images", str(files / "img.tif"), "--masks", str(files / "mask.tif"),
-            "--init", str(out), "--steps", "4", "--val-every", "2", "--patch", "32", "--batch", "2",
+            "--model", str(out), "--steps", "4", "--val-every", "2", "--patch", "32", "--batch", "2",
             "--threads", "1", "--quiet", "--name", "tuned", "-o", str(out2)]
     assert main(args) == 0
     card2 = json.loads((out2 / "card.json").read_text())
@@ -69,7 +66,7 @@ def test_patch_is_converted_to_model_pixels(files):
 
     sub = argparse.ArgumentParser().add_subparsers()
     p = add_parser(sub)
-    args = p.parse_args(["--images", "a", "--masks", "b", "-o", str(files / "m"), "--init", "scratch",
+    args = p.parse_args(["--images", "a", "--masks", "b", "-o", str(files / "m"), "--model", "scratch",
                          "--patch", "256", "--scale", "0.5", "--depth", "4"])
     cfg = build_config(args)
     assert cfg.patch == 128 and cfg.lr == 2e-3 and cfg.name == "m"
@@ -83,7 +80,7 @@ def test_patch_is_converted_to_model_pixels(files):
         ({"--masks": "missing.tif"}, "does not exist"),
         ({"--slices": "0-99"}, "outside the stack"),
         ({"--slices": "one"}, "cannot read slice list"),
-        ({"--init": "no-such-model"}, "No model called"),
+        ({"--model": "no-such-model"}, "No model called"),
         ({"--steps": "0"}, "--steps must be at least 1"),
         ({"--masks": "probs.tif"}, "fractional values"),
         ({"--hard-examples": "0.7"}, "add up to at most 1"),
@@ -100,7 +97,7 @@ def test_bad_input_exits_2_with_one_line(files, capsys, change, expected):
     argv = ["train", *TINY]
     for k, v in opts.items():
         argv += [k, str(files / v) if v.endswith(".tif") else v]
-    argv += ["-o", str(files / "out")]  # a later --init overrides TINY's
+    argv += ["-o", str(files / "out")]  # a later --model overrides TINY's
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cellgen train: error:") and expected in err[0], err

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("diffusers")
-
-from napari_cellgen.generate.schedule import sampling_scheduler, train_scheduler, training_target  # noqa: E402
-from napari_cellgen.models.denoiser import MaskDenoiser, mask_condition, null_like  # noqa: E402
-from napari_cellgen.models.vae import ConvVAE, ssim  # noqa: E402
+from napari_cellgen.generate.schedule import sampling_scheduler, train_scheduler, training_target
+from napari_cellgen.models.denoiser import MaskDenoiser, mask_condition, null_like
+from napari_cellgen.models.vae import ConvVAE, ssim
 
 
 def _oracle(sched, x0):

@@ -5,14 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
+from _generate_helpers import disks, tiny_generator
 
-pytest.importorskip("diffusers")
-
-from _generate_helpers import disks, tiny_generator  # noqa: E402
-
-from napari_cellgen.cli import main  # noqa: E402
-from napari_cellgen.generate.sample import MaskError, check_masks, sample, sample_sync  # noqa: E402
-from napari_cellgen.generate.store import load_generator  # noqa: E402
+from napari_cellgen.cli import main
+from napari_cellgen.generate.sample import MaskError, check_masks, sample, sample_sync
+from napari_cellgen.generate.store import load_generator
 
 
 @pytest.fixture

@@ -6,13 +6,10 @@ import json
 import shutil
 
 import pytest
+from _generate_helpers import tiny_generator
 
-pytest.importorskip("diffusers")
-
-from _generate_helpers import tiny_generator  # noqa: E402
-
-from napari_cellgen.cli import main  # noqa: E402
-from napari_cellgen.generate.store import GeneratorError, load_generator, register_generator  # noqa: E402
+from napari_cellgen.cli import main
+from napari_cellgen.generate.store import GeneratorError, load_generator, register_generator
 
 
 def test_loads_from_safetensors_without_pickle(tmp_path, monkeypatch):

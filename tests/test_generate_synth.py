@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _generate_helpers import tiny_generator
 
-pytest.importorskip("diffusers")
-
-from _generate_helpers import tiny_generator  # noqa: E402
-
-from napari_cellgen._progress import run  # noqa: E402
-from napari_cellgen.cli import main  # noqa: E402
-from napari_cellgen.generate.synth import SyntheticSetError, read_synthetic_set, write_synthetic_set  # noqa: E402
+from napari_cellgen._progress import run
+from napari_cellgen.cli import main
+from napari_cellgen.generate.synth import SyntheticSetError, read_synthetic_set, write_synthetic_set
 
 
 def test_synthetic_set_round_trip(tmp_path):

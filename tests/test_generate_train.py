@@ -7,15 +7,12 @@ import json
 import numpy as np
 import pytest
 import tifffile
+from _generate_helpers import disks, tiny_config
 
-pytest.importorskip("diffusers")
-
-from _generate_helpers import disks, tiny_config  # noqa: E402
-
-from napari_cellgen._progress import run  # noqa: E402
-from napari_cellgen.cli import main  # noqa: E402
-from napari_cellgen.generate.store import GeneratorError, load_generator  # noqa: E402
-from napari_cellgen.generate.train import GeneratorDataError, train_generator  # noqa: E402
+from napari_cellgen._progress import run
+from napari_cellgen.cli import main
+from napari_cellgen.generate.store import GeneratorError, load_generator
+from napari_cellgen.generate.train import GeneratorDataError, train_generator
 
 
 class SpyMasks:
@@ -199,3 +196,45 @@ def test_fresh_denoiser_keeps_only_the_vae(tmp_path, monkeypatch):
         vae = (tmp_path / f"ft{fresh}" / "vae" / "model.safetensors").read_bytes()
         assert vae == (tmp_path / "base" / "vae" / "model.safetensors").read_bytes()
     assert starts[0] is not None and starts[1] is None
+
+
+def test_minutes_budget_stops_on_time_and_is_recorded(tmp_path):
+    """--minutes: each stage stops when its share is spent (the step counts are only bounds)."""
+    images, masks = disks(z=5)
+    tifffile.imwrite(tmp_path / "img.tif", images)
+    tifffile.imwrite(tmp_path / "mask.tif", masks * 255)
+    out = tmp_path / "gen"
+    rc = main(["train-generator", "--images", str(tmp_path / "img.tif"), "--masks", str(tmp_path / "mask.tif"),
+               "-o", str(out), "--val-slices", "4", "--minutes", "0.05", "--vae-steps", "100000",
+               "--diffusion-steps", "100000", "--val-every", "100000", "--vae-patch", "32",
+               "--vae-channels", "8,16,32", "--unet-channels", "32,32", "--latent-variants", "1", "--tile", "32",
+               "--vae-batch", "2", "--diffusion-batch", "2", "--quiet"])
+    assert rc == 0
+    gen = load_generator(out)  # complete and loadable
+    vae_tr, den_tr = gen.vae_card["training"], gen.denoiser_card["training"]
+    budget = den_tr["budget"]
+    assert budget["minutes"] == 0.05 and budget["vae_minutes"] == pytest.approx(0.4 * 0.05)
+    assert den_tr["config"]["minutes"] == 0.05
+    assert vae_tr["stopped_by"] == "time" and 1 <= vae_tr["steps"] < 100000
+    assert budget["vae_steps_done"] == vae_tr["steps"]
+    assert vae_tr["time_s"] < 60 * budget["vae_minutes"] + 5  # one step and the final check past the budget
+    assert den_tr["stopped_by"] == "time" and 1 <= den_tr["steps_done"] < 100000
+    assert den_tr["minutes"] == pytest.approx(budget["diffusion_minutes"], abs=1e-3)
+    # what the VAE, its checks and the encoding left (on a busy machine maybe nothing: one step then)
+    assert 0 <= budget["diffusion_minutes"] <= 0.05 - budget["vae_minutes"]
+
+    # a kept VAE: all that is left of the budget goes to the denoiser
+    res = run(train_generator(images, masks, tmp_path / "ft", tiny_config(vae_steps=0, diffusion_steps=100000,
+                                                                           val_every=100000, minutes=0.01),
+                              slices=[0], val_slices=[4], init=out))
+    tr = res["denoiser"]["training"]
+    assert "kept" in tr["budget"]["vae"] and "vae_minutes" not in tr["budget"]
+    assert tr["stopped_by"] == "time" and tr["steps_done"] < 100000
+
+
+def test_minutes_is_validated():
+    from napari_cellgen.generate.train import GeneratorConfig
+
+    with pytest.raises(ValueError, match="--minutes"):
+        GeneratorConfig(minutes=-1).validate()
+    assert GeneratorConfig(minutes=0).validate().minutes == 0

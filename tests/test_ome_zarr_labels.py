@@ -83,7 +83,7 @@ def test_segment_into_the_container(em_zarr, tmp_path, capsys):
     assert tuple(layer.level_shapes[0]) == stack.shape
 
     # again: replaced in place, still listed once; a second name is added beside it
-    assert cli.main(["segment", str(path), "-o", str(path / "labels" / "mito"), "--quiet", "--tta", "1"]) == 0
+    assert cli.main(["segment", str(path), "-o", str(path / "labels" / "mito"), "--quiet", "--views", "1"]) == 0
     write_labels(path / "labels" / "edited", (ref > 0).astype(np.uint8))
     assert json.loads((path / "labels" / ".zattrs").read_text())["labels"] == ["mito", "edited"]
     assert not [p for p in (path / "labels").iterdir() if p.name.startswith(".") and "partial" in p.name]

@@ -13,16 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
+import torch
 
-torch = pytest.importorskip("torch")
-tifffile = pytest.importorskip("tifffile")
-
-from napari_cellgen import _paths, cli  # noqa: E402
-from napari_cellgen.io import read_stack  # noqa: E402
-from napari_cellgen.io.reader import layer_data  # noqa: E402
-from napari_cellgen.models import store  # noqa: E402
-from napari_cellgen.models.unet import UNet  # noqa: E402
-from napari_cellgen.segment import pipeline  # noqa: E402
+from napari_cellgen import _paths, cli
+from napari_cellgen.io import read_stack
+from napari_cellgen.io.reader import layer_data
+from napari_cellgen.models import store
+from napari_cellgen.models.unet import UNet
+from napari_cellgen.segment import pipeline
 
 
 @pytest.fixture
@@ -352,7 +351,7 @@ def test_sigterm_during_training_keeps_a_resumable_checkpoint(tmp_path, monkeypa
     monkeypatch.setattr(_progress, "run", drive)
     out = tmp_path / "run"
     rc = cli.main(["train", "--images", str(tmp_path / "img.tif"), "--masks", str(tmp_path / "mask.tif"),
-                   "--steps", "6", "--init", "scratch", "--base", "4", "--depth", "2", "--scale", "1",
+                   "--steps", "6", "--model", "scratch", "--base", "4", "--depth", "2", "--scale", "1",
                    "--context", "0", "--patch", "32", "--batch", "2", "--threads", "1", "--quiet",
                    "--no-register", "-o", str(out)])
     assert rc == 143 and "--resume" in capsys.readouterr().err

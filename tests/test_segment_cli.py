@@ -125,5 +125,16 @@ def test_bad_tta_is_refused_before_any_work(tmp_path, tiny, capsys):
         segment(np.zeros((20, 20), np.float32), SegmentOptions(model=tiny, tta=3))
     path, _ = _stack(tmp_path)
     with pytest.raises(SystemExit) as exc:
-        cli.main(["segment", str(path), "-o", str(tmp_path / "l.tif"), "--tta", "3"])
-    assert exc.value.code == 2 and "--tta" in capsys.readouterr().err
+        cli.main(["segment", str(path), "-o", str(tmp_path / "l.tif"), "--views", "3"])
+    assert exc.value.code == 2 and "--views" in capsys.readouterr().err
+
+
+def test_old_option_spellings_still_work(tmp_path, tiny, bright_is_foreground):
+    """--tta and --batch-size (before --views and --batch) are hidden aliases for a release."""
+    path, _ = _stack(tmp_path)
+    new, old = tmp_path / "new.tif", tmp_path / "old.tif"
+    assert cli.main(["segment", str(path), "-o", str(new), "--model", tiny, "--views", "1", "--batch", "2",
+                     "--tile", "64", "--quiet"]) == 0
+    assert cli.main(["segment", str(path), "-o", str(old), "--model", tiny, "--tta", "1", "--batch-size", "2",
+                     "--tile", "64", "--quiet"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(new), tifffile.imread(old))

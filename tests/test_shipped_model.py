@@ -18,6 +18,25 @@ def test_shipped_model_is_bundled_small_and_described():
     assert card["metrics"]["val_iou"] > 0.5
 
 
+def test_shipped_card_holds_what_code_wrote_and_points_at_its_measurements():
+    """Hand-written measurements live in benchmarks/results/, which name the weights by sha256."""
+    import json
+    from pathlib import Path
+
+    from napari_cellgen.models.store import read_card
+
+    card = read_card(bundled_dir() / DEFAULT_MODEL)
+    assert set(card["metrics"]) == {"val_iou", "step", "selection"}  # what export_last writes
+    assert not {"tile_note", "selection_note"} & set(card)
+    repo = Path(__file__).resolve().parents[1]
+    assert card["results"]
+    for rel in card["results"]:
+        assert (repo / rel).is_file(), rel
+    notes = json.loads((repo / card["results"][0]).read_text())
+    assert notes["model"]["weights_sha256"] == card["weights_sha256"]
+    assert notes["val_iou"] == card["metrics"]["val_iou"]
+
+
 def test_shipped_model_segments_the_sample_well_above_chance():
     img_path, gt_path = sample_paths()
     image, meta = read_stack(img_path)

@@ -108,7 +108,6 @@ def test_cli_2d_means_no_context_and_auto_says_what_it_did(tmp_path, context_spy
 
 
 def test_blockwise_honours_independent_slices(tmp_path, context_spy):
-    pytest.importorskip("zarr")
     from napari_cellgen.segment.blockwise import segment_blockwise
 
     tiles = _tiles(6)

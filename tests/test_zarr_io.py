@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import zarr
 
-zarr = pytest.importorskip("zarr")
-
-from napari_cellgen.io import detect, read_stack  # noqa: E402
-from napari_cellgen.io.reader import get_reader  # noqa: E402
-from napari_cellgen.io.tiff import ReadError  # noqa: E402
-from napari_cellgen.io.zarr_io import (  # noqa: E402
+from napari_cellgen.io import detect, read_stack
+from napari_cellgen.io.reader import get_reader
+from napari_cellgen.io.tiff import ReadError
+from napari_cellgen.io.zarr_io import (
     ZarrWriter,
     layer_data_multiscale,
     open_levels,

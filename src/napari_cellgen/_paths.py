@@ -265,29 +265,60 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def _new_file_mode() -> int:
+def file_mode(path: str | os.PathLike | None = None) -> int:
+    """Permissions for a new file at ``path``: the old file's if there is one, else 0o666 less the umask."""
+    if path is not None:
+        with contextlib.suppress(OSError):
+            return Path(path).stat().st_mode & 0o777
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Write a file through a temporary sibling: readers see the old or the new file, never half.
+
+    Yields the temporary path to write; when the block ends without an error it gets the usual
+    permissions (:func:`file_mode`; mkstemp makes 0600 files), is fsynced and renamed over ``path``.
+    On an error it is deleted and ``path`` is untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{tag('tmp')}")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _new_file_mode())  # mkstemp makes 0600 files; use the usual mode
+        yield Path(tmp)
+        os.chmod(tmp, file_mode(path))
+        fsync_file(tmp)  # the data reach the disk before the new name does
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put the finished folder ``new`` in place of ``target`` (a sibling) by renames.
+
+    An existing ``target`` is moved aside first and deleted after; if the process dies between the
+    two renames, :func:`remove_stale` puts it back on the next run in that folder.
+    """
+    old = None
+    if target.exists():
+        old = temp_name(target, "old")
+        os.replace(target, old)
+    os.replace(new, target)
+    fsync_dir(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -310,14 +341,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
             if f.is_file():
                 fsync_file(f)
         fsync_dir(tmp)
-        old = None
-        if target.exists():
-            old = temp_name(target, "old")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        fsync_dir(target.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

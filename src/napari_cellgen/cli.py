@@ -27,9 +27,36 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM: unwinds like Ctrl-C, so ``finally`` blocks and temporary folders clean up."""
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says it.
+
+    Options without a value (flags), required ones and those whose default is None (the help
+    says in words what None means, e.g. "default: the shipped model") are left as written.
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or not action.option_strings or action.required
+                or any(action.default is v for v in (None, False, argparse.SUPPRESS)) or action.nargs == 0):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)  # the subcommands' parsers too
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # one line, not the usage block
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def old_spelling(parser, *flags: str, dest: str, **kwargs) -> None:
+    """Accept ``flags``, an option's former name, as a hidden alias of the option stored in ``dest``.
+
+    Kept for one release so scripts written for the old name keep working; absent from --help.
+    """
+    parser.add_argument(*flags, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,7 +137,7 @@ def explain(exc: BaseException, command: str) -> tuple[str, int]:
             return f"{head} {_one_line(exc)}", 2
         detail = f" ({_one_line(exc)[:120]})" if str(exc) else ""
         return (f"{head} not enough memory for this job{detail}; use smaller inputs or options (fewer "
-                "samples, a smaller --batch/--batch-size or --tile) or a machine with more RAM"), 2
+                "samples, a smaller --batch or --tile) or a machine with more RAM"), 2
     if isinstance(exc, OSError) and exc.errno in _DISK:
         where = f" writing {exc.filename}" if exc.filename else ""
         return f"{head} {_DISK[exc.errno]}{where}; free some space or choose another output folder", 2
@@ -118,7 +145,7 @@ def explain(exc: BaseException, command: str) -> tuple[str, int]:
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{head} {exc.strerror or _one_line(exc)}{where}", 2
     if isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower():
-        return (f"{head} the device ran out of memory; use a smaller --batch/--batch-size or --tile, or "
+        return (f"{head} the device ran out of memory; use a smaller --batch or --tile, or "
                 "--device cpu"), 2
     report = write_report(exc, command)
     where = f"; full report: {report}" if report else ""

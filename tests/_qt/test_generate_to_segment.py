@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
-from _generate_helpers import tiny_generator  # noqa: E402
+from _generate_helpers import tiny_generator
 
 NM = 5.0
 
@@ -83,7 +83,6 @@ def test_generated_layers_overlay_the_drawn_masks(make_napari_viewer, qtbot, use
 
 def test_a_generated_stack_segments_back_into_its_masks_in_one_click(make_napari_viewer, qtbot, user_dir, notes):
     """The shipped generator's new pairs, segmented by the shipped model through the Layers menu."""
-    pytest.importorskip("torch")
     from napari_cellgen._qt.generate_widget import GenerateWidget
     from napari_cellgen._qt.menu import segment_selected
 

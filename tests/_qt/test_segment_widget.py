@@ -124,9 +124,9 @@ def test_cancel_stops_work(make_napari_viewer, qtbot, tiny_model, monkeypatch):
 
 
 def test_segment_widget_on_a_dask_cluster(make_napari_viewer, qtbot, tiny_model, monkeypatch, notes):
-    distributed = pytest.importorskip("distributed")
-    pytest.importorskip("zarr")
     from pathlib import Path
+
+    import distributed
 
     from napari_cellgen.segment import cluster
 

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _generate_helpers import disks, tiny_config  # noqa: E402
+from _generate_helpers import disks, tiny_config
 
 TIMEOUT = 60000
 
@@ -26,7 +25,7 @@ def tiny_gen_config(monkeypatch):
     seen, tiny = [], tiny_config()
 
     def factory(**kw):
-        keep = {k: v for k, v in kw.items() if k in ("vae_steps", "diffusion_steps", "name", "notes")}
+        keep = {k: v for k, v in kw.items() if k in ("vae_steps", "diffusion_steps", "minutes", "name", "notes")}
         cfg = dataclasses.replace(tiny, **keep)
         seen.append(cfg)
         return cfg
@@ -64,7 +63,11 @@ def _shown(widget) -> bool:  # the window is not shown in the tests: ask Qt what
 
 def test_generator_mode_shows_its_own_fields(make_napari_viewer):
     viewer, w, _ = _setup(make_napari_viewer)
-    assert _shown(w.vae_steps) and _shown(w.diffusion_steps) and _shown(w.gen_base)
+    assert _shown(w.vae_steps) and _shown(w.diffusion_steps) and _shown(w.gen_base) and _shown(w.minutes)
+    assert w.minutes.value == 0  # 0 = the step counts
+    assert w._gen_job_args()[1][3].minutes is None
+    w.minutes.value = 2.5
+    assert w._gen_job_args()[1][3].minutes == 2.5  # the job's GeneratorConfig carries the budget
     assert not _shown(w.patch) and not _shown(w.synthetic_ratio) and not _shown(w.finetune_btn)
     assert not _shown(w.keep_vae)  # only when starting from a generator
     w.target.value = "segmenter"

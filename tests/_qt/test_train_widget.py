@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
-
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _train_helpers import blob_stack  # noqa: E402
+from _train_helpers import blob_stack
 
-from napari_cellgen._progress import run  # noqa: E402
-from napari_cellgen.train.loop import TrainConfig, train_model  # noqa: E402
+from napari_cellgen._progress import run
+from napari_cellgen.train.loop import TrainConfig, train_model
 
 TIMEOUT = 60000
 
@@ -52,6 +51,7 @@ def _setup(make_napari_viewer, labels=None):
     w.images.value, w.labels.value = [im], [lab]
     w.base.value = "tiny"
     w.steps.value, w.patch.value, w.batch.value = 4, 32, 2
+    w.val_fraction.value = 0.35  # 3 slices: one held out, so the plot has validation points
     return viewer, w, seg
 
 
@@ -70,7 +70,8 @@ def test_trains_and_the_model_appears_in_the_segment_widget(make_napari_viewer, 
     assert "tuned" in seg.model.choices
     assert w.progress.value == 4 and "finished" in w.status.value
     assert w._history["step"] == [1, 2, 3, 4] and w._history["iou"]
-    assert any("tuned" in m and "ready" in m for m in _messages(notes))
+    assert any("tuned" in m and "selected" in m for m in _messages(notes))
+    assert "kept the" in w.status.value
     assert w.start_btn.enabled and not w.stop_btn.enabled
 
 

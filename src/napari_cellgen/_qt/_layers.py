@@ -15,12 +15,12 @@ def layer_array(layer):
 
 def pixel_size_of(layer):
     """Pixel size in nm: stored by the reader (or by us), else from a length unit on every axis, else None."""
-    meta = getattr(layer, "metadata", {}) or {}
-    ps = meta.get("pixel_size_nm") or meta.get("pixel_size")
-    if ps:
-        return tuple(float(v) for v in ps)
+    from ..io.stack import stored_pixel_size
     from ..io.tiff import nm_per_unit
 
+    ps = stored_pixel_size(getattr(layer, "metadata", None))
+    if ps:
+        return ps
     factors = [nm_per_unit(str(u)) for u in getattr(layer, "units", ())]
     if factors and all(f is not None for f in factors):
         return tuple(float(s) * f for s, f in zip(layer.scale, factors, strict=True))
@@ -60,9 +60,30 @@ def bring_into_view(viewer, layer) -> None:
         viewer.reset_view()
 
 
+def edited_slices(paint_atoms) -> set[int]:
+    """Slice (axis 0) indices touched by the atoms of a napari Labels ``paint`` event.
+
+    Understands both atom kinds napari emits: a masked edit with a ``slice_key`` of
+    slices, and the ``(indices, old_values, new_values)`` fancy-index tuple.
+    """
+    zs: set[int] = set()
+    for atom in paint_atoms or ():
+        key = getattr(atom, "slice_key", None)
+        if key is not None:
+            s = key[0]
+            if isinstance(s, slice):
+                zs.update(range(s.start or 0, s.stop if s.stop is not None else (s.start or 0) + 1))
+            else:
+                zs.add(int(s))
+        else:
+            idx = atom[0]
+            first = idx[0] if isinstance(idx, tuple) else idx
+            zs.update(int(z) for z in np.unique(np.asarray(first)))
+    return zs
+
+
 def _mark_edited(layer):
     """Flag painted output layers (and remember the painted slices, for fine-tuning)."""
-    from ..train.loop import edited_slices
 
     def on_paint(event=None):
         layer.metadata["cellgen_edited"] = True

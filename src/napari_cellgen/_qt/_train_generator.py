@@ -62,6 +62,7 @@ class GeneratorTraining:
         name = self.name.value.strip() or (f"gen-{_stamp()}" if init is None else f"{Path(init).name}-ft-{_stamp()}")
         cfg = GeneratorConfig(vae_steps=0 if keep_vae else int(self.vae_steps.value),
                               diffusion_steps=int(self.diffusion_steps.value), name=name,
+                              minutes=float(self.minutes.value) or None,
                               val_every=max(1, min(250, int(self.diffusion_steps.value) // 10)),
                               notes={"layers": [img.name] + ([lab.name] if lab else [])})
         fresh = bool(self.fresh_denoiser.value) and init is not None
@@ -87,6 +88,8 @@ class GeneratorTraining:
         h["step"].append(offset + p.done - s_first + 1)
         h["loss"].append(info.get("loss", float("nan")))
         eta = (time.perf_counter() - t_first) / max(1, p.done - s_first) * (p.total - p.done)
+        if "time_left_s" in info:  # a time budget: the step count is only an upper bound
+            eta = min(eta, info["time_left_s"])
         stage = "VAE" if p.stage == "vae" else "denoiser"
         val = info.get("val_loss_cond", info.get("val_loss_uncond"))
         val_txt = f" · val {val:.3f}" if isinstance(val, float) else ""

@@ -27,10 +27,9 @@ class TrainPlot:
     """
 
     def __init__(self, viewer, height: int = 104):
+        import matplotlib
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
-
-        import matplotlib
 
         with matplotlib.rc_context({"font.size": 7}):
             fig = Figure(figsize=(4, height / 100), dpi=100, tight_layout=True)

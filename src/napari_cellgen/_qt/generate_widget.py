@@ -79,18 +79,16 @@ class GenerateWidget(Container):
         self._preselect_masks()
 
     def _preselect_masks(self, event=None):
-        """"masks from" starts on a Labels layer (the newest one added), not on "-----"."""
+        """"masks from" starts on a Labels layer (the first one, or the first added), never on "-----"."""
         import napari
 
-        added = getattr(event, "value", None)
-        if isinstance(added, napari.layers.Labels) and not added.name.startswith("generated ("):
+        if self.labels.value is not None:
+            return  # the user's choice stays
+        layers = [ly for ly in self._viewer.layers if isinstance(ly, napari.layers.Labels)
+                  and not ly.name.startswith("generated (")]
+        if layers:
             self.labels.reset_choices()
-            self.labels.value = added
-        elif self.labels.value is None:
-            layers = [ly for ly in self._viewer.layers if isinstance(ly, napari.layers.Labels)]
-            if layers:
-                self.labels.reset_choices()
-                self.labels.value = layers[0]
+            self.labels.value = layers[0]
 
     def _masks(self):
         """The conditioning masks: the shown slice of the chosen Labels layer, n times."""

@@ -121,16 +121,19 @@ class SegmentWidget(Container):
         self.model_dir = FileEdit(label="or checkpoint", mode="d", value="",
                                   tooltip="a model folder with model.safetensors + card.json")
         self.threshold = FloatSlider(label="threshold", min=0.05, max=0.95, step=0.05, value=0.5)
-        self.tile = SpinBox(label="tile (0 = model's)", min=0, max=2048, step=32, value=0)
-        self.overlap = SpinBox(label="overlap", min=0, max=512, step=8, value=32)
+        self.tile = SpinBox(label="tile (px, 0 = model's)", min=0, max=4096, step=64, value=0,
+                            tooltip="tile side in image pixels, like the Train dock's patch (cellgen segment "
+                                    "--tile); 0: the model's own (1280 px for the shipped model)")
+        self.overlap = SpinBox(label="overlap (px)", min=0, max=1024, step=16, value=64,
+                               tooltip="overlap of neighbouring tiles in image pixels (cellgen segment --overlap)")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.mode = ComboBox(label="labels", choices=["3D", "2D per slice"], value="3D",
                              tooltip="2D per slice: each slice is its own image, for the model too")
-        self.slices = ComboBox(label="slices", choices=[("auto-detect", "auto"), ("one volume", "volume"),
-                                                         ("separate images", "independent")], value="auto",
-                               tooltip="auto-detect: a stack of unrelated images (generated tiles, separate "
-                                       "micrographs) is segmented slice by slice; one volume: neighbouring "
-                                       "slices are the model's context; separate images: each slice alone")
+        self.slices = ComboBox(label="slices", choices=["auto", "volume", "independent"], value="auto",
+                               tooltip="auto: a stack of unrelated images (generated tiles, separate "
+                                       "micrographs) is detected and segmented slice by slice; volume: "
+                                       "neighbouring slices are the model's context; independent: each slice "
+                                       "alone (cellgen segment --slices)")
         self.min_size = SpinBox(label="min size (px)", min=0, max=10**7, value=200)
         self.split = CheckBox(label="split touching", value=False)
         self.views = ComboBox(label="views", choices=[("1 (fastest)", 1), ("2 (+ 180° rotation)", 2),
@@ -206,7 +209,7 @@ class SegmentWidget(Container):
             model=model, threshold=float(self.threshold.value), tile=int(self.tile.value) or None,
             overlap=int(self.overlap.value), device=self.device.value,
             mode="3d" if self.mode.value == "3D" else "2d", min_size=int(self.min_size.value),
-            split=bool(self.split.value), tta=int(self.views.value), slices=self.slices.value,
+            split=bool(self.split.value), views=int(self.views.value), slices=self.slices.value,
         )
 
     def reset_choices(self, *args):

@@ -101,6 +101,10 @@ class TrainWidget(GeneratorTraining, Container):
             text="new denoiser (it must not reuse masks you did not select)", value=False, visible=False)
         self.vae_steps = SpinBox(label="VAE steps", min=1, max=1_000_000, value=3000, visible=False)
         self.diffusion_steps = SpinBox(label="denoiser steps", min=1, max=1_000_000, value=4000, visible=False)
+        self.minutes = FloatSpinBox(
+            label="minutes", min=0.0, max=100_000.0, step=5.0, value=0.0, visible=False,
+            tooltip="wall-clock budget of the whole training (the VAE gets 40 %, none when its VAE is kept; "
+                    "the denoiser the rest); the step counts become upper bounds. 0 = use the step counts")
         self.steps = SpinBox(label="steps", min=1, max=100000, value=300)
         self.patch = SpinBox(label="patch (px)", min=32, max=2048, step=32, value=256)
         self.batch = SpinBox(label="batch", min=1, max=128, value=8)
@@ -126,7 +130,7 @@ class TrainWidget(GeneratorTraining, Container):
                                   labels=False)
         self._buttons.margins = (0, 0, 0, 0)
         self.extend([self.target, self.images, self.labels, self.base, self.gen_base, self.steps,
-                     self.vae_steps, self.diffusion_steps, self.progress, self.status])
+                     self.vae_steps, self.diffusion_steps, self.minutes, self.progress, self.status])
         layout = self.native.layout()  # the button row spans the dock, as a single button does
         layout.insertWidget(layout.indexOf(self.progress.native.parent()), self._buttons.native)
         # the rest folds away, so Segment + Train fit a 1000 px screen (issue 14)
@@ -161,7 +165,7 @@ class TrainWidget(GeneratorTraining, Container):
     # the widgets that belong to each kind of training
     _SEG_ONLY = ("base", "steps", "patch", "batch", "lr", "val_fraction", "pool_info", "synthetic_ratio",
                  "hard", "finetune_btn")
-    _GEN_ONLY = ("gen_base", "vae_steps", "diffusion_steps")
+    _GEN_ONLY = ("gen_base", "vae_steps", "diffusion_steps", "minutes")
 
     def _target_changed(self, *_):
         gen = self.target.value == "generator"
@@ -219,7 +223,7 @@ class TrainWidget(GeneratorTraining, Container):
         from napari.layers import Labels
 
         if isinstance(layer, Labels) and layer.ndim == 3:
-            from ..train.loop import edited_slices
+            from ._layers import edited_slices
 
             def on_paint(event, layer=layer):
                 done = set(layer.metadata.get("cellgen_edited_slices", []))
@@ -256,7 +260,11 @@ class TrainWidget(GeneratorTraining, Container):
         self.name.value = self._auto_name(self.base.value)
         if not edited:
             show_info(f"No painted slices recorded in {layer.name!r}: training on every labelled slice.")
-        self.start()
+        self._corrections = bool(edited)  # the corrections recipe (train/loop.py corrections_config)
+        try:
+            self.start()
+        finally:
+            self._corrections = False
 
     @staticmethod
     def _auto_name(init: str) -> str:
@@ -299,6 +307,17 @@ class TrainWidget(GeneratorTraining, Container):
             raise DataError(f"learning rate {self.lr.value!r} is not a number (or 'auto')") from None
         info = base_model_info(init)
         name = self.name.value.strip() or self._auto_name(init)
+        if getattr(self, "_corrections", False) and len(pairs) == 1 and pairs[0][2]:
+            # a few painted slices: no validation, the last weights, the corrections weighted, and
+            # (when the model already agreed with them) its own labels elsewhere kept as anchors
+            from ..train.loop import correction_data, corrections_config
+
+            cfg = corrections_config(init, name, steps=int(self.steps.value), batch=int(self.batch.value),
+                                     patch_px=int(self.patch.value), lr=lr)
+            cfg.notes["layers"] = [lyr.name for lyr in labels]
+            pairs, self._anchors = correction_data(*pairs[0])
+            return pairs, default_run_dir(name), cfg
+        self._anchors = None
         cfg = TrainConfig(init=init, steps=int(self.steps.value), batch=int(self.batch.value), lr=lr,
                           patch=patch_at_model_scale(int(self.patch.value), info["scale"], info["depth"]),
                           val_fraction=float(self.val_fraction.value), name=name,
@@ -319,7 +338,7 @@ class TrainWidget(GeneratorTraining, Container):
                 from ..train.loop import train_model
 
                 func, args, total = train_model, (pairs, out_dir, cfg), cfg.steps
-                kwargs = {"register_as": cfg.name, "synthetic": self._synthetic()}
+                kwargs = {"register_as": cfg.name, "synthetic": self._synthetic(), "anchors": self._anchors}
         except ValueError as exc:
             show_error(f"Cannot train: {exc}")
             return
@@ -399,7 +418,12 @@ class TrainWidget(GeneratorTraining, Container):
             return
         what = "stopped early" if result.get("stopped") else "finished"
         iou_txt = f", validation IoU {iou:.3f}" if isinstance(iou, float) and iou == iou else ""
-        self.status.value = f"{what} at step {result.get('step')}: model {reg.name!r}{iou_txt}"
+        metrics = card.get("metrics") or {}
+        kept = (f"kept the best validation checkpoint (step {metrics.get('step')}, from the run's second half)"
+                if metrics.get("selection") == "best" else
+                f"kept the weights of step {metrics.get('step')}, the last"
+                + ("" if iou_txt else " (no validation slices: every painted pixel was trained on)"))
+        self.status.value = f"{what} at step {result.get('step')}: model {reg.name!r}{iou_txt}; {kept}"
         self._refresh_docks(select_model=reg.name)  # the Segment dock lists the new model, selected
         self.base.reset_choices()
         self._trained = reg  # what "Export to bioimage.io" exports
@@ -462,7 +486,7 @@ class TrainWidget(GeneratorTraining, Container):
 
     def _set_running(self, running: bool):
         for w in (self.start_btn, self.finetune_btn, self.images, self.labels, self.base, self.steps, self.target,
-                  self.gen_base, self.vae_steps, self.diffusion_steps, self.slices, self.name, self.patch,
+                  self.gen_base, self.vae_steps, self.diffusion_steps, self.minutes, self.slices, self.name, self.patch,
                   self.batch, self.lr, self.val_fraction, self.synthetic_ratio, self.hard, self.keep_vae,
                   self.fresh_denoiser):
             w.enabled = not running  # what a run was started with stays on screen as it was

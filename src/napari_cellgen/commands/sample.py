@@ -24,7 +24,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "OUT_masks.tif (instance labels). The same seed gives the same output.",
     )
     p.add_argument("-o", "--output", required=True, metavar="OUT.tif", help="output TIFF of generated images")
-    p.add_argument("--masks", default=None, metavar="MASKS.tif", help="conditioning masks (N, 256, 256) or (256, 256)")
+    p.add_argument("--masks", default=None, metavar="MASKS.tif",
+                   help="conditioning masks (N, 256, 256) or (256, 256) (default: none: new pairs)")
     p.add_argument("--n", type=int, default=4, help="number of new pairs without --masks (default 4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default {DEFAULT_STEPS})")
@@ -34,7 +35,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         default=DEFAULT_GUIDANCE,
         help=f"classifier-free guidance scale; 1 = none, 0 = ignore the mask (default {DEFAULT_GUIDANCE})",
     )
-    p.add_argument("--generator", default=None, metavar="GEN_DIR", help="generator folder or name (default: shipped)")
+    p.add_argument("--generator", default=None, metavar="GEN_DIR",
+                   help="generator folder or name (default: the shipped mito-gen)")
     p.add_argument("--sampler", default="dpm++", choices=["dpm++", "ddim"], help="sampler (default dpm++)")
     p.add_argument(
         "--pixel-noise",
@@ -45,7 +47,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--unconditional", action="store_true", help="without --masks: images only, no masks")
     p.add_argument("--allow-empty", action="store_true", help="accept mask slices with no mitochondria")
     p.add_argument("--batch", type=int, default=4, help="samples denoised together (default 4)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 

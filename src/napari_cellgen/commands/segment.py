@@ -18,6 +18,8 @@ IN_MEMORY_VOXELS = 256 * 1024**2
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
+    from ..cli import old_spelling
+
     p = sub.add_parser(
         "segment",
         help="segment mitochondria into instance labels (+ a CSV of measurements)",
@@ -28,12 +30,18 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True,
                    help="labels to write: NAME.tif, NAME.zarr (OME-Zarr), or IMG.zarr/labels/NAME to add "
                    "them to the input OME-Zarr IMG.zarr (its image untouched)")
-    p.add_argument("--csv", help="write per-object measurements to this CSV file")
-    p.add_argument("--model", default=None, help="registered model name or model folder (default: shipped)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
-    p.add_argument("--tile", type=int, default=None, help="tile size at model resolution (default: card)")
-    p.add_argument("--overlap", type=int, default=None, help="tile overlap at model resolution")
+    p.add_argument("--csv", help="write per-object measurements to this CSV file (default: none)")
+    p.add_argument("--model", default=None,
+                   help="registered model name, model folder or bioimage.io .zip (default: the shipped "
+                   "mito-unet)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold")
+    p.add_argument("--tile", type=int, default=None, metavar="PX",
+                   help="tile side in input pixels, like train's --patch (default: the model card's; "
+                   "1280 px for the shipped model, which works at half resolution)")
+    p.add_argument("--overlap", type=int, default=None, metavar="PX",
+                   help="overlap of neighbouring tiles in input pixels (default: the model card's; 64 px "
+                   "for the shipped model)")
     p.add_argument("--min-size", type=int, default=200, help="smallest object kept, in pixels/voxels")
     p.add_argument("--2d", dest="two_d", action="store_true",
                    help="each slice on its own: 2D labels, and no neighbouring slices as the model's context")
@@ -43,11 +51,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "context; independent: each slice alone, like --2d")
     p.add_argument("--split", action="store_true", help="split touching objects (watershed)")
     p.add_argument("--median", action="store_true", help="3x3x3 median filter on probabilities")
-    p.add_argument("--tta", type=int, nargs="?", const=4, default=2, choices=(1, 2, 4), metavar="VIEWS",
-                   help="test-time augmentation: average the model over 1 view (fastest), 2 (the image "
-                   "and its 180° rotation; default) or 4 (the four flips; --tta alone)")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
-    p.add_argument("--probabilities", help="also write the probability map (uint8, 0-255) here")
+    p.add_argument("--views", type=int, default=2, choices=(1, 2, 4), metavar="VIEWS",
+                   help="test-time augmentation, as the Segment dock's 'views': average the model over 1 "
+                   "view (fastest), 2 (the image and its 180° rotation) or 4 (the four flips)")
+    old_spelling(p, "--tta", dest="views", type=int, nargs="?", const=4, choices=(1, 2, 4))
+    p.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
+    old_spelling(p, "--batch-size", dest="batch", type=int)
+    p.add_argument("--probabilities", help="also write the probability map (uint8, 0-255) here (default: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group(
         "dask cluster (volumes larger than memory; give -o LABELS.zarr)",
@@ -55,13 +65,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "the labels are identical to the single-process path. Without these options: one process.")
     g.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="address of a running dask scheduler, e.g. tcp://10.0.0.5:8786 (workers must "
-                   "see the input and output paths, e.g. on a shared file system)")
+                   "see the input and output paths, e.g. on a shared file system; default: none, one process)")
     g.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="start a local dask cluster of N worker processes")
+                   help="start a local dask cluster of N worker processes (default: none, one process)")
     g.add_argument("--block-z", type=int, default=None, metavar="SLICES",
                    help="slices per block (default: about 256 MB of working memory per block)")
     g.add_argument("--memory-limit", default="auto", metavar="SIZE",
-                   help="memory limit per local worker, e.g. 1GiB (default: RAM / N)")
+                   help="memory limit per local worker, e.g. 1GiB (default: auto = RAM / N)")
     return p
 
 
@@ -80,7 +90,7 @@ def run(args) -> int:
     opts = SegmentOptions(
         model=args.model, threshold=args.threshold, tile=args.tile, overlap=args.overlap,
         min_size=args.min_size, mode="2d" if args.two_d else "3d", split=args.split, median=args.median,
-        device=args.device, batch_size=args.batch_size, tta=args.tta, measure=bool(args.csv),
+        device=args.device, batch=args.batch, views=args.views, measure=bool(args.csv),
         slices=args.slices,
     ).validate()
     number(args.workers, "--workers", lo=1, hi=1024, integer=True, none_ok=True)
@@ -214,8 +224,9 @@ def _run_blockwise(args, src: Path, out: Path, image, pixel_size, opts) -> int:
 
 
 def _pixel_size(meta: dict):
-    ps = (meta or {}).get("pixel_size_nm") or (meta or {}).get("pixel_size")
-    return tuple(float(v) for v in ps) if ps else None
+    from ..io.stack import stored_pixel_size
+
+    return stored_pixel_size(meta)
 
 
 class _AsType:

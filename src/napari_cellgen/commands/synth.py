@@ -26,14 +26,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("--n", type=int, required=True, help="number of pairs")
     p.add_argument(
-        "--generator", default=None, metavar="GEN_DIR", help="generator folder or name (default: shipped)"
+        "--generator", default=None, metavar="GEN_DIR",
+        help="generator folder or name (default: the shipped mito-gen)"
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same pairs")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="denoising steps per sample")
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                   help="classifier-free guidance scale; 1 = none, 0 = ignore the mask")
+    p.add_argument("--batch", type=int, default=4, help="samples denoised together")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 

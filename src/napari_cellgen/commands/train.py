@@ -19,10 +19,12 @@ from pathlib import Path
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
+    from ..cli import old_spelling
+
     p = sub.add_parser(
         "train",
         help="train or fine-tune the mitochondria segmenter on image/mask stacks",
-        description="Train (--init scratch) or fine-tune (--init default, a model name or folder) the "
+        description="Train (--model scratch) or fine-tune (--model default, a model name or folder) the "
         "U-Net on pixel-aligned image and mask stacks. Only annotated slices are used: those given with "
         "--slices, else every slice whose mask has any foreground (an unlabelled slice is not background). "
         "Mask values: 0 = background, any other integer (1, 255, instance ids) = mitochondrion.",
@@ -34,38 +36,43 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="folder for the best model (model.safetensors + card.json) and last/ (resumable)")
     p.add_argument("--slices", default=None,
                    help="annotated slices, e.g. 0-9,40 (default: every slice with any foreground)")
-    p.add_argument("--init", default="default",
-                   help="default (the shipped model), scratch, a registered model name or a model folder")
-    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000)")
-    p.add_argument("--patch", type=int, default=256, help="training patch side in input pixels (default 256)")
-    p.add_argument("--batch", type=int, default=8, help="patches per step (default 8)")
+    p.add_argument("--model", default="default",
+                   help="the model to start from: default (the shipped model), scratch (a new U-Net, see "
+                   "'architecture'), a registered model name or a model folder")
+    old_spelling(p, "--init", dest="model")
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps")
+    p.add_argument("--patch", type=int, default=256, metavar="PX",
+                   help="training patch side in input pixels, like segment's --tile")
+    p.add_argument("--batch", type=int, default=8, help="patches per step")
+    old_spelling(p, "--batch-size", dest="batch", type=int)
     p.add_argument("--lr", type=float, default=None,
                    help="peak learning rate (default 2e-3 from scratch, 5e-4 when fine-tuning)")
     p.add_argument("--val-fraction", type=float, default=0.15,
                    help="fraction of the annotated slices (the last ones) held out for validation IoU")
-    p.add_argument("--val-every", type=int, default=None, help="validate every N steps (default steps/20)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-every", type=int, default=None, help="validate every N steps (default: steps/20)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (patches, augmentation, initial weights)")
     p.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/last")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--name", default=None, help="register the model under this name (default: MODEL_DIR's)")
     p.add_argument("--no-register", action="store_true", help="do not copy it into the user models folder")
     p.add_argument("--synthetic", default=None, metavar="DIR",
-                   help="mix in generated pairs from `cellgen synth -o DIR` (never used for validation)")
+                   help="mix in generated pairs from `cellgen synth -o DIR` (never used for validation; "
+                   "default: none)")
     p.add_argument("--synthetic-ratio", type=float, default=0.5, metavar="R",
-                   help="share of each batch taken from --synthetic (default 0.5)")
+                   help="share of each batch taken from --synthetic")
     p.add_argument("--hard-examples", type=float, default=0.0, metavar="SHARE",
                    help="share of patches centred on what the model currently gets wrong, found again every "
                         "--mine-every steps (default 0: off; 0.3 taught the shipped model its look-alikes)")
     p.add_argument("--mine-every", type=int, default=1000, metavar="N",
-                   help="steps between passes that find the hard examples (default 1000)")
+                   help="steps between passes that find the hard examples")
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="validate and keep a moving average of the weights (e.g. 0.999; default 0: off)")
-    g = p.add_argument_group("architecture (--init scratch only)")
-    g.add_argument("--base", type=int, default=16, help="features of the first level (default 16)")
-    g.add_argument("--depth", type=int, default=4, help="number of poolings (default 4)")
-    g.add_argument("--scale", type=float, default=0.5, help="model / input resolution (default 0.5)")
-    g.add_argument("--context", type=int, default=1, help="neighbour slices per side as channels (default 1)")
+    g = p.add_argument_group("architecture (--model scratch only)")
+    g.add_argument("--base", type=int, default=16, help="features of the first level")
+    g.add_argument("--depth", type=int, default=4, help="number of poolings")
+    g.add_argument("--scale", type=float, default=0.5, help="model / input resolution")
+    g.add_argument("--context", type=int, default=1, help="neighbour slices per side as channels")
     p.add_argument("--quiet", action="store_true", help="only the validation lines, no progress bar")
     from ..train.ddp import add_arguments
 
@@ -84,7 +91,7 @@ def build_config(args):
     from .._checks import number
     from ..train.loop import TrainConfig, base_model_info, default_lr, patch_at_model_scale
 
-    init = "scratch" if args.init == "scratch" else args.init
+    init = "scratch" if args.model == "scratch" else args.model
     cfg = TrainConfig(
         init=init, base=args.base, depth=args.depth, scale=args.scale, context=args.context, steps=args.steps,
         batch=args.batch, seed=args.seed, threads=args.threads, val_fraction=args.val_fraction,
@@ -96,7 +103,7 @@ def build_config(args):
     number(args.patch, "--patch", lo=1, hi=1 << 16, integer=True)
     number(args.synthetic_ratio, "--synthetic-ratio", lo=0, hi=1)
     number(getattr(args, "nproc", 1), "--nproc", lo=1, hi=1024, integer=True)
-    cfg.validate()  # before the --init card is read: a NaN scale never reaches the patch arithmetic
+    cfg.validate()  # before the --model card is read: a NaN scale never reaches the patch arithmetic
     info = base_model_info(init, cfg)
     cfg.patch = patch_at_model_scale(args.patch, info["scale"], info["depth"])
     cfg.name = args.name or Path(args.output).name
@@ -129,7 +136,7 @@ def run(args) -> int:
     from ..train.checkpoint import check_training_state
     from ..train.data import parse_slices
 
-    # options, --init card, registration name, inputs and outputs: all checked before any work
+    # options, --model card, registration name, inputs and outputs: all checked before any work
     if len(args.images) != len(args.masks):
         raise ValueError(f"{len(args.images)} --images but {len(args.masks)} --masks: "
                          "give one mask per image")
@@ -144,8 +151,8 @@ def run(args) -> int:
         if getattr(args, "nproc", 1) > 1:
             raise ValueError("--synthetic is not supported with --nproc > 1 yet")
         inputs.append(("--synthetic", check_input("--synthetic", args.synthetic)))
-    if looks_like_path(args.init):
-        inputs.append(("--init", args.init))
+    if looks_like_path(args.model):
+        inputs.append(("--model", args.model))
     check_outputs(inputs, [("-o", out, "dir", ("model.safetensors", "card.json", "last"))])
     if args.resume:
         check_training_state(out / "last")  # complete, one step, checksums match

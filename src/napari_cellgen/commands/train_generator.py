@@ -4,8 +4,9 @@
         [--vae-steps N --diffusion-steps N] [--slices LIST] [--val-slices LIST]
 
 Only the masks of --slices are ever read (default: every non-validation slice with any
-annotation); the images of all non-validation slices train the VAE and the denoiser. With
-``--init GEN_DIR --vae-steps 0`` an existing generator's VAE is kept and its denoiser fine-tuned:
+annotation); the images of all non-validation slices train the VAE and the denoiser.
+``--minutes M`` sets a wall-clock budget instead of guessing step counts. With
+``--generator GEN_DIR --vae-steps 0`` an existing generator's VAE is kept and its denoiser fine-tuned:
 the cheap way to build a generator for a few annotated slices. Add ``--fresh-denoiser`` to take
 only the VAE (its training never reads masks) and train a new denoiser: needed when the init
 generator's denoiser learnt from masks that the few-slice generator must not see.
@@ -25,6 +26,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
+    from ..cli import old_spelling
     from ..generate.train import GeneratorConfig
 
     d = GeneratorConfig()
@@ -36,14 +38,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "masks (0 = background). Only the masks of --slices are used; --slices '' trains an unconditional "
         "generator. Closing it early (Ctrl-C) keeps what has been written.",
     )
-    p.add_argument("--images", required=True, metavar="IMG.tif")
-    p.add_argument("--masks", default=None, metavar="MASKS.tif", help="masks, same shape as --images")
-    p.add_argument("-o", "--output", required=True, metavar="GEN_DIR")
+    p.add_argument("--images", required=True, metavar="IMG.tif", help="image stack (TIFF, zarr or folder)")
+    p.add_argument("--masks", default=None, metavar="MASKS.tif",
+                   help="masks, same shape as --images (default: none: an unconditional generator)")
+    p.add_argument("-o", "--output", required=True, metavar="GEN_DIR", help="generator folder to write")
     p.add_argument(
         "--slices",
         default=None,
         help="the only slices whose masks are used, e.g. 0-9,40 (default: every non-validation slice "
-        "with any annotation; '' = none: unconditional)",
+        "with any annotation; '' = none: unconditional). They teach the mask conditioning; the images of "
+        "ALL non-validation slices, labelled or not, teach the appearance (the VAE and the denoiser's "
+        "unconditional part), so pass the whole stack as --images (masks 0 where unlabelled)",
     )
     p.add_argument(
         "--val-slices",
@@ -56,34 +61,51 @@ def add_parser(sub) -> argparse.ArgumentParser:
         default="auto",
         help="use the validation slices' masks to pick checkpoints (auto: only without --slices)",
     )
-    p.add_argument("--init", default=None, metavar="GEN_DIR", help="start from this generator")
+    p.add_argument("--generator", default=None, metavar="GEN_DIR",
+                   help="the generator to start from, a folder or name (default: none, a new generator)")
+    old_spelling(p, "--init", dest="generator", metavar="GEN_DIR")
     p.add_argument(
         "--fresh-denoiser",
         action="store_true",
-        help="with --init: keep only its VAE and train a new denoiser (the init denoiser saw other masks)",
+        help="with --generator: keep only its VAE and train a new denoiser (its denoiser saw other masks)",
     )
-    p.add_argument("--vae-steps", type=int, default=d.vae_steps)
-    p.add_argument("--diffusion-steps", type=int, default=d.diffusion_steps)
-    p.add_argument("--vae-minutes", type=float, default=None, help="time budget for the VAE (stops early)")
-    p.add_argument("--diffusion-minutes", type=float, default=None, help="time budget for the denoiser")
+    p.add_argument("--vae-steps", type=int, default=d.vae_steps,
+                   help="VAE training steps (0: keep the VAE of --generator)")
+    p.add_argument("--diffusion-steps", type=int, default=d.diffusion_steps, help="denoiser training steps")
+    p.add_argument("--vae-minutes", type=float, default=None,
+                   help="time budget for the VAE, stops early (default: none, all --vae-steps)")
+    p.add_argument("--diffusion-minutes", type=float, default=None,
+                   help="time budget for the denoiser, stops early (default: none, all --diffusion-steps)")
+    p.add_argument("--minutes", type=float, default=None, metavar="M",
+                   help="wall-clock budget of the whole training: a VAE being trained gets "
+                   f"{round(100 * d.vae_share)} %% of it, the denoiser the rest (all of it when --vae-steps 0 keeps the "
+                   "VAE of --generator); the step counts become upper bounds (default: none or 0, "
+                   "run the step counts)")
     p.add_argument(
         "--tile",
         type=int,
         default=d.tile,
-        help="side of the generated tiles (and of the denoiser's training crops) in pixels (default 256)",
+        metavar="PX",
+        help="side of the generated tiles (and of the denoiser's training crops) in px at the generator's "
+        "resolution (= the input's px when --scale is 1)",
     )
-    p.add_argument("--vae-patch", type=int, default=d.vae_patch)
-    p.add_argument("--vae-batch", type=int, default=d.vae_batch)
-    p.add_argument("--diffusion-batch", type=int, default=d.diffusion_batch)
-    p.add_argument("--vae-channels", type=_ints, default=d.vae_channels, help="e.g. 32,64,128")
+    p.add_argument("--vae-patch", type=int, default=d.vae_patch, metavar="PX",
+                   help="side of the VAE's training patches, px at the generator's resolution")
+    p.add_argument("--vae-batch", type=int, default=d.vae_batch, help="patches per VAE step")
+    p.add_argument("--diffusion-batch", type=int, default=d.diffusion_batch,
+                   help="full-size crops per denoiser step (half-size crops get 4x)")
+    p.add_argument("--vae-channels", type=_ints, default=d.vae_channels,
+                   help=f"VAE encoder channels per level (default: {','.join(map(str, d.vae_channels))})")
     p.add_argument(
         "--small-crop-p",
         type=float,
         default=d.small_crop_p,
         help="fraction of denoiser steps on half-side crops with 4x the batch (default %(default)s)",
     )
-    p.add_argument("--unet-channels", type=_ints, default=d.block_out_channels, help="e.g. 64,128,192")
-    p.add_argument("--layers-per-block", type=int, default=d.layers_per_block)
+    p.add_argument("--unet-channels", type=_ints, default=d.block_out_channels,
+                   help=f"denoiser channels per level (default: {','.join(map(str, d.block_out_channels))})")
+    p.add_argument("--layers-per-block", type=int, default=d.layers_per_block,
+                   help="denoiser residual layers per level")
     p.add_argument(
         "--adv-weight", type=float, default=d.adv_weight, help="patch-GAN weight for the VAE (0 = off)"
     )
@@ -94,11 +116,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="dihedral variants of each slice encoded for the denoiser (1-8)",
     )
     p.add_argument("--scale", type=float, default=d.scale, help="generator resolution / input resolution")
-    p.add_argument("--val-every", type=int, default=d.val_every)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--name", default=None)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--val-every", type=int, default=d.val_every, help="validate every N steps")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--name", default=None, help="the generator's name (default: GEN_DIR's)")
+    p.add_argument("--quiet", action="store_true", help="only the validation lines, no progress bar")
     return p
 
 
@@ -116,15 +138,16 @@ def build_config(args):
     factor = 2 ** len(args.vae_channels)
     if args.tile < factor or args.tile % (factor * 4):
         raise ValueError(f"--tile must be a multiple of {factor * 4} (the VAE factor {factor} x 4)")
-    if args.fresh_denoiser and not args.init:
-        raise ValueError("--fresh-denoiser needs --init GEN_DIR (a generator whose VAE to keep)")
-    if args.vae_steps == 0 and not args.init:
-        raise ValueError("--vae-steps 0 needs --init GEN_DIR (a generator whose VAE to keep)")
+    if args.fresh_denoiser and not args.generator:
+        raise ValueError("--fresh-denoiser needs --generator GEN_DIR (a generator whose VAE to keep)")
+    if args.vae_steps == 0 and not args.generator:
+        raise ValueError("--vae-steps 0 needs --generator GEN_DIR (a generator whose VAE to keep)")
     return GeneratorConfig(
         vae_steps=args.vae_steps,
         diffusion_steps=args.diffusion_steps,
         vae_minutes=args.vae_minutes,
         diffusion_minutes=args.diffusion_minutes,
+        minutes=args.minutes,
         vae_patch=args.vae_patch,
         vae_batch=args.vae_batch,
         diffusion_batch=args.diffusion_batch,
@@ -164,13 +187,13 @@ def run(args) -> int:
     inputs = [("--images", check_input("--images", args.images))]
     if args.masks:
         inputs.append(("--masks", check_input("--masks", args.masks)))
-    if args.init and looks_like_path(args.init):
-        inputs.append(("--init", args.init))
+    if args.generator and looks_like_path(args.generator):
+        inputs.append(("--generator", args.generator))
     check_outputs(inputs, [("-o", args.output, "dir", (*PARTS, LAYOUT))])
-    if args.init:
+    if args.generator:
         from ..generate.store import load_generator
 
-        load_generator(args.init)  # its cards and weights, before any training
+        load_generator(args.generator)  # its cards and weights, before any training
     images = _read(args.images, "--images")
     masks = _read(args.masks, "--masks") if args.masks else None
     n = 1 if images.ndim == 2 else images.shape[0]
@@ -201,7 +224,7 @@ def run(args) -> int:
             slices=slices,
             val_slices=val,
             val_masks=val_masks,
-            init=args.init,
+            init=args.generator,
             fresh_denoiser=args.fresh_denoiser,
         ),
         report,

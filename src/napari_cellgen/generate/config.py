@@ -53,6 +53,11 @@ class GeneratorConfig:
     min_snr_gamma: float = 5.0
     diffusion_minutes: float | None = None
     schedule: dict = field(default_factory=lambda: dict(DEFAULT_SCHEDULE))
+    # wall-clock budget of the whole job (minutes; None or 0 = run the step counts, which stay upper
+    # bounds): a VAE being trained gets ``vae_share`` of it, the denoiser what is left after the VAE
+    # and the latent encoding. ``vae_minutes`` / ``diffusion_minutes`` can only shorten a stage.
+    minutes: float | None = None
+    vae_share: float = 0.4
     # common
     scale: float = 1.0  # the generator's pixel size relative to the input (0.5 = half resolution)
     tile: int = 256
@@ -80,6 +85,8 @@ class GeneratorConfig:
             number(getattr(self, key), key.replace("_", " "), lo=0, hi=1, lo_open=True)
         for key in ("vae_minutes", "diffusion_minutes"):
             number(getattr(self, key), "--" + key.replace("_", "-"), lo=0, lo_open=True, none_ok=True)
+        number(self.minutes, "--minutes", lo=0, none_ok=True)
+        number(self.vae_share, "vae share", lo=0, hi=1, lo_open=True, hi_open=True)
         number(self.seed, "--seed", lo=0, hi=2**63 - 1, integer=True)
         number(self.threads, "--threads", lo=1, integer=True, none_ok=True)
         for key in ("vae_channels", "block_out_channels"):

@@ -16,22 +16,12 @@ Everything loads offline from the files alone; nothing is unpickled. Bundled gen
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models.store import (
-    CARD,
-    WEIGHTS,
-    ModelError,
-    atomic_write_bytes,
-    check_register_name,
-    load_tensors,
-    looks_like_path,
-    save_model,
-    user_dir,
-)
+from .. import registry
+from ..models.store import CARD, WEIGHTS, ModelError, atomic_write_bytes, load_tensors, save_model
 
 DEFAULT_GENERATOR = "mito-gen"
 LAYOUT = "layout.json"
@@ -47,7 +37,7 @@ def bundled_generators_dir() -> Path:
 
 
 def user_generators_dir() -> Path:
-    return user_dir().parent / "generators"
+    return registry.user_data_dir() / "generators"
 
 
 def is_generator(folder: str | os.PathLike) -> bool:
@@ -56,53 +46,30 @@ def is_generator(folder: str | os.PathLike) -> bool:
 
 
 def shipped_generators() -> set[str]:
-    root = bundled_generators_dir()
-    return {p.name for p in root.iterdir() if is_generator(p)} if root.is_dir() else set()
+    return registry.names(bundled_generators_dir(), is_generator)
 
 
 def list_generators() -> dict[str, Path]:
     """Names of bundled and user generators mapped to their folders (shipped names are reserved)."""
-    found: dict[str, Path] = {}
-    for root in (bundled_generators_dir(), user_generators_dir()):
-        if root.is_dir():
-            for sub in sorted(root.iterdir()):
-                if is_generator(sub):
-                    found.setdefault(sub.name, sub)
-    return found
+    return registry.entries((bundled_generators_dir(), user_generators_dir()), is_generator)
 
 
 def resolve_generator(name_or_dir: str | os.PathLike | None = None) -> Path:
     """A generator folder: registered names first; folders only when the argument is a path."""
-    if name_or_dir in (None, "", "default"):
-        name_or_dir = DEFAULT_GENERATOR
-    path = Path(os.path.expanduser(os.fspath(name_or_dir)))
-    if looks_like_path(name_or_dir):
-        if path.is_dir():
-            return path
-        raise GeneratorError(
-            f"{name_or_dir} is not a folder: a generator is a folder with vae/, denoiser/ "
-            f"and {LAYOUT} (as written by `cellgen train-generator -o GEN_DIR`)."
-        )
-    known = list_generators()
-    if str(name_or_dir) in known:
-        return known[str(name_or_dir)]
-    hint = (f"; to use the folder {name_or_dir} in the current directory give it as a path: "
-            f"./{name_or_dir}") if path.is_dir() else ""
-    raise GeneratorError(
-        f"No generator called {str(name_or_dir)!r}. Known generators: {', '.join(known) or 'none'}; "
-        f"train one with `cellgen train-generator` or give the path of a generator folder{hint}."
+    return registry.resolve(
+        name_or_dir, default=DEFAULT_GENERATOR, known=list_generators, error=GeneratorError,
+        as_path=lambda path: path if path.is_dir() else None,
+        not_a_path=f"{{arg}} is not a folder: a generator is a folder with vae/, denoiser/ "
+                   f"and {LAYOUT} (as written by `cellgen train-generator -o GEN_DIR`).",
+        unknown="No generator called {name!r}. Known generators: {known}; "
+                "train one with `cellgen train-generator` or give the path of a generator folder{hint}.",
     )
 
 
 def _check_number(card: dict, key: str, where, lo=None, positive=False, integer=False) -> None:
-    if key not in card:
-        return
-    v = card[key]
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    ok = ok and (not integer or float(v) == int(v)) and (not positive or v > 0) and (lo is None or v >= lo)
-    if not ok:
-        raise GeneratorError(f"{where}: {key} is {v!r}, which is not a valid value: the card is damaged; "
-                             "restore it or train the generator again.")
+    if key in card:
+        registry.check_number(card, key, where, GeneratorError, integer=integer, lo=0 if positive else lo,
+                              lo_open=positive, fix="restore it or train the generator again")
 
 
 def validate_generator_cards(vcard: dict, dcard: dict, divisor: int, where: Path) -> None:
@@ -161,12 +128,8 @@ def save_layout(gen_dir: str | Path, layout: dict) -> None:
 
 
 def _read_json(path: Path, what: str) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise GeneratorError(f"{path.parent} has no {path.name}: the generator is incomplete ({what}).") from None
-    except json.JSONDecodeError as exc:
-        raise GeneratorError(f"{path} is not valid JSON ({exc}).") from exc
+    return registry.read_card(path, GeneratorError, f"{path.parent} has no {path.name}: the generator is "
+                              f"incomplete ({what}).")
 
 
 def _load_part(folder: Path, part: str, cls):
@@ -177,7 +140,7 @@ def _load_part(folder: Path, part: str, cls):
             "stopped before this part was written)."
         )
     card = _read_json(sub / CARD, f"{part} card")
-    if not isinstance(card, dict) or not isinstance(card.get("architecture"), dict):
+    if not isinstance(card.get("architecture"), dict):
         raise GeneratorError(f"{sub / CARD} does not describe an architecture.")
     if not (sub / WEIGHTS).is_file():
         raise GeneratorError(f"{sub} has no {WEIGHTS}: the generator is incomplete.")
@@ -207,9 +170,7 @@ def load_generator(name_or_dir=None, device: str = "cpu") -> LatentGenerator:
     if den.config["latent_channels"] != vae.config["latent_channels"] or den.config["factor"] != vae.divisor:
         raise GeneratorError(f"{folder}: the denoiser does not fit the VAE (latent channels or factor differ).")
     validate_generator_cards(vcard, dcard, vae.divisor * den.divisor, folder)
-    layout = _read_json(folder / LAYOUT, "mask layout statistics")
-    if not isinstance(layout, dict):
-        raise GeneratorError(f"{folder / LAYOUT} is not a JSON object: the generator is damaged.")
+    layout = _read_json(folder / LAYOUT, "mask layout statistics")  # a JSON object, or GeneratorError
     return LatentGenerator(vae.to(device), den.to(device), vcard, dcard, layout, folder)
 
 
@@ -218,7 +179,7 @@ def register_generator(folder: str | Path, name: str | None = None) -> Path:
     src = Path(folder)
     if not is_generator(src):
         raise GeneratorError(f"{src} is not a complete generator (needs vae/, denoiser/ and {LAYOUT}).")
-    safe = check_register_name(name or src.name, shipped_generators())
+    safe = registry.check_register_name(name or src.name, shipped_generators(), GeneratorError, "generator")
     dest = user_generators_dir() / safe
     for part in PARTS:
         for fname in (WEIGHTS, CARD):

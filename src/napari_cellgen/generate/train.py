@@ -9,6 +9,12 @@ statistics are fitted on the allowed masks only. ``init`` starts from another ge
 unconditional one trained once on all images) and, with ``vae_steps=0``, keeps its VAE: the cheap
 way to make one k-slice generator per annotation set.
 
+``cfg.minutes`` is a wall-clock budget for the whole job: a VAE being trained gets
+``cfg.vae_share`` of it, the denoiser whatever is left once the VAE and the latent encoding are
+done (all of it when ``init``'s VAE is kept). Each stage checks the time before every step (a
+stage always gets at least one step); the step counts become upper bounds and the cards record
+the budget, the steps done and why each stage stopped ("steps", "time" or "closed").
+
 Stages yield ``Progress(done, total, stage, info)`` with stage "prepare", "vae", "encode",
 "diffusion". Closing the generator between steps leaves the last VAE / best denoiser written
 (atomically); a folder is a complete generator once ``layout.json``, ``vae/`` (with latent
@@ -21,8 +27,9 @@ This module is the orchestration and the dock's job; the stages live in :mod:`.t
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Generator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +97,7 @@ def train_generator(
     from .store import load_generator, save_layout
 
     cfg = cfg or GeneratorConfig()
+    t_job = time.perf_counter()
     out_dir = Path(out_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -165,8 +173,15 @@ def train_generator(
     ).astype(np.float32)
 
     vae_extra = {}
-    if vae is None or cfg.vae_steps > 0:
-        vae = yield from train_vae(vol, img_z, val_tiles, out_dir, cfg, vae, device)
+    train_vae_now = vae is None or cfg.vae_steps > 0
+    budget = {"minutes": cfg.minutes, "vae_share": cfg.vae_share} if cfg.minutes else None
+    if train_vae_now:
+        vae_cfg = cfg
+        if budget:
+            share = cfg.vae_share * cfg.minutes
+            vae_cfg = replace(cfg, vae_minutes=min(share, cfg.vae_minutes or share))
+            budget["vae_minutes"] = round(vae_cfg.vae_minutes, 4)
+        vae = yield from train_vae(vol, img_z, val_tiles, out_dir, vae_cfg, vae, device)
     else:
         vae_extra = {
             k: init_gen.vae_card[k]
@@ -206,6 +221,16 @@ def train_generator(
     save_model(out_dir / "vae", vae, vcard)
 
     den = copy.deepcopy(init_gen.denoiser) if init_gen is not None and not fresh_denoiser else None
+    den_cfg = cfg
+    if budget:
+        # the denoiser gets what is left of the job's budget (the VAE, if any, and the encoding are spent)
+        left = max(0.0, cfg.minutes - (time.perf_counter() - t_job) / 60)
+        den_cfg = replace(cfg, diffusion_minutes=max(1e-6, min(left, cfg.diffusion_minutes or left)))
+        budget["diffusion_minutes"] = round(den_cfg.diffusion_minutes, 4)
+        if train_vae_now:
+            budget["vae_steps_done"] = int(_read_training(out_dir / "vae").get("steps", 0))
+        else:
+            budget["vae"] = "kept from the starting generator: all the time to the denoiser"
     extra = {
         "training": {
             "mask_slices": allowed,
@@ -216,11 +241,12 @@ def train_generator(
             "config": {k: v for k, v in asdict(cfg).items() if k != "notes"},
             **({"init": str(init_gen.path)} if init_gen is not None else {}),
             **({"init_parts": "vae" if fresh_denoiser else "vae+denoiser"} if init_gen is not None else {}),
+            **({"budget": budget} if budget else {}),
             **cfg.notes,
         }
     }
     all_masks = {**mask_of, **val_mask_of}
-    yield from train_denoiser(latents, all_masks, img_z, val_z, out_dir, cfg, vcard, den, extra, device)
+    yield from train_denoiser(latents, all_masks, img_z, val_z, out_dir, den_cfg, vcard, den, extra, device)
     gen = load_generator(out_dir)
     return {"vae": gen.vae_card, "denoiser": gen.denoiser_card, "layout": gen.layout, "path": str(out_dir)}
 

@@ -178,7 +178,8 @@ def train_denoiser(
     val = _val_batch(latents, masks, list(val_z) or list(train_z)[-4:], crop, factor, cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     t0 = time.perf_counter()
-    step, best, history, written = 0, float("inf"), [], False
+    step, best, history, written = 0, float("inf"), [], 0
+    stopped_by = "closed"  # until the loop ends by itself: "steps" or "time"
     base_card = {
         "kind": "denoiser",
         "schedule": {**DEFAULT_SCHEDULE, **cfg.schedule},
@@ -203,17 +204,24 @@ def train_denoiser(
             "metrics": metrics,
             "training": {
                 **base_card.get("training", {}),
-                "steps": step,
+                "steps": step,  # of these weights (the best validated EMA so far)
+                **run_record(),
                 "batch": cfg.diffusion_batch,
                 "time_s": round(time.perf_counter() - t0, 1),
                 "history": history[-40:],
             },
         }
         save_part(out_dir / "denoiser", ema, card)
-        written = True
+        written = step
+
+    def run_record():
+        """What the run did so far, whichever weights are kept: steps done, budget, why it ended."""
+        minutes = None if cfg.diffusion_minutes is None else round(cfg.diffusion_minutes, 4)
+        return {"steps_done": step, "steps_bound": cfg.diffusion_steps, "minutes": minutes, "stopped_by": stopped_by}
 
     try:
-        while step < cfg.diffusion_steps and not _out_of_time(t0, cfg.diffusion_minutes):
+        # the time is checked before every step (after the first: a budget always buys one step)
+        while step < cfg.diffusion_steps and not (step and _out_of_time(t0, cfg.diffusion_minutes)):
             for g in opt.param_groups:
                 g["lr"] = cfg.diffusion_lr * _lr_factor(
                     step, cfg.diffusion_steps, t0, cfg.diffusion_minutes, cfg.warmup
@@ -252,7 +260,10 @@ def train_denoiser(
                 if crit < best:
                     best = crit
                     write({**m, "step": step})
+            if cfg.diffusion_minutes:
+                info["time_left_s"] = max(0.0, 60 * cfg.diffusion_minutes - (time.perf_counter() - t0))
             yield Progress(step, cfg.diffusion_steps, "diffusion", info)
+        stopped_by = "steps" if step >= cfg.diffusion_steps else "time"
     finally:
         # finished, out of time or stopped: judge the final EMA weights too (if not just done)
         if step and (not history or history[-1]["step"] != step):
@@ -260,4 +271,17 @@ def train_denoiser(
             history.append({"step": step, **m, "time_s": round(time.perf_counter() - t0, 1)})
             if not written or m.get("val_loss_cond", m["val_loss_uncond"]) < best:
                 write({**m, "step": step})
+        if written and written != step:  # earlier weights kept: their card still tells how the run ended
+            _update_training(out_dir / "denoiser", run_record())
     return ema
+
+
+def _update_training(folder: Path, fields: dict) -> None:
+    """Merge ``fields`` into the ``training`` section of ``folder``'s card (weights untouched)."""
+    import json
+
+    from ..models.store import CARD, atomic_write_bytes
+
+    card = json.loads((folder / CARD).read_text())
+    card["training"] = {**card.get("training", {}), **fields}
+    atomic_write_bytes(folder / CARD, json.dumps(card, indent=2, default=str).encode())

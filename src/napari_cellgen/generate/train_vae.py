@@ -105,6 +105,7 @@ def train_vae(
     patch = min(cfg.vae_patch, *vol[train_z[0]].shape) // vae.divisor * vae.divisor
     t0 = time.perf_counter()
     step, history, metrics = 0, [], {}
+    stopped_by = "closed"  # until the loop ends by itself: "steps" or "time"
 
     def write():
         card = vae_card(
@@ -114,6 +115,9 @@ def train_vae(
                 "metrics": {**metrics, "step": step},
                 "training": {
                     "steps": step,
+                    "steps_bound": cfg.vae_steps,
+                    "minutes": cfg.vae_minutes,
+                    "stopped_by": stopped_by,
                     "patch": patch,
                     "batch": cfg.vae_batch,
                     "image_slices": len(train_z),
@@ -125,7 +129,8 @@ def train_vae(
         save_part(out_dir / "vae", vae, card)
 
     try:
-        while step < cfg.vae_steps and not _out_of_time(t0, cfg.vae_minutes):
+        # the time is checked before every step (after the first: a budget always buys one step)
+        while step < cfg.vae_steps and not (step and _out_of_time(t0, cfg.vae_minutes)):
             for g in opt.param_groups:
                 g["lr"] = cfg.vae_lr * _lr_factor(step, cfg.vae_steps, t0, cfg.vae_minutes, cfg.warmup)
             x = torch.from_numpy(_crop_batch(vol, train_z, patch, cfg.vae_batch, rng)).to(device)
@@ -155,7 +160,10 @@ def train_vae(
                 history.append({"step": step, **metrics, "time_s": round(time.perf_counter() - t0, 1)})
                 info.update({f"val_{k}": v for k, v in metrics.items()})
                 write()
+            if cfg.vae_minutes:
+                info["time_left_s"] = max(0.0, 60 * cfg.vae_minutes - (time.perf_counter() - t0))
             yield Progress(step, cfg.vae_steps, "vae", info)
+        stopped_by = "steps" if step >= cfg.vae_steps else "time"
     finally:
         if val_tiles is not None and step and (not history or history[-1]["step"] != step):
             metrics = vae_metrics(vae, val_tiles)

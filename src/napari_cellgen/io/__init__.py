@@ -12,7 +12,8 @@ Public API::
 from ._lazy import LazyStack, to_gray
 from .display import describe, percentile_limits
 from .stack import default_memory_limit, detect, read_folder, read_stack
-from .tiff import ReadError, is_tiff, read_tiff, write_tiff
+from .tiff import ReadError, is_tiff, read_tiff
+from .tiff_write import write_tiff
 
 __all__ = [
     "LazyStack",

@@ -135,7 +135,7 @@ def write_labels(
     """
     import zarr
 
-    from .._paths import fsync_dir, remove_stale, temp_name
+    from .._paths import remove_stale, replace_dir, temp_name
 
     root = check_labels_target(path, tuple(labels.shape))
     group, ome, version, ms, shapes, chunks = _image_info(root)
@@ -175,14 +175,7 @@ def write_labels(
             image_label["properties"] = [dict(p) for p in properties]
         meta = {"multiscales": [label_ms], "image-label": image_label}
         g.attrs.update({"ome": {"version": version, **meta}} if "ome" in dict(group.attrs) else meta)
-        trash = None
-        if target.exists():
-            trash = temp_name(target, "old")
-            os.replace(target, trash)
-        os.replace(tmp, target)
-        fsync_dir(target.parent)
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
+        replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

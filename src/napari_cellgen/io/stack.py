@@ -75,6 +75,12 @@ def detect(path: str | os.PathLike) -> str | None:
     return None
 
 
+def stored_pixel_size(meta: dict | None) -> tuple[float, ...] | None:
+    """The pixel size in nm a reader stored in ``meta`` (``pixel_size_nm``; older layers: ``pixel_size``)."""
+    ps = (meta or {}).get("pixel_size_nm") or (meta or {}).get("pixel_size")
+    return tuple(float(v) for v in ps) if ps else None
+
+
 def read_stack(path: str | os.PathLike, *, memory_limit: int | None = None) -> tuple[Any, dict]:
     """Open an EM stack: ``(array_like, meta)``.
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from .tiff import nm_per_unit, write_tiff
+from .tiff import nm_per_unit
+from .tiff_write import write_tiff
 
 
 def pixel_size_for(meta: dict, ndim: int) -> tuple[tuple[float, ...] | None, str]:

@@ -262,16 +262,9 @@ class ZarrWriter:
         attrs.update(extra_attrs or {})
         attrs[MARKER] = {**attrs.get(MARKER, {}), "complete": True}
         self.group.attrs.update(attrs)
-        from .._paths import fsync_dir, temp_name
+        from .._paths import replace_dir
 
-        trash = None
-        if self.path.exists():  # replace an older zarr: move it aside first, delete it after
-            trash = temp_name(self.path, "old")  # put back by remove_stale if we die right here
-            os.replace(self.path, trash)
-        os.replace(self.tmp_path, self.path)
-        fsync_dir(self.path.parent)
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
+        replace_dir(self.tmp_path, self.path)  # an older zarr is moved aside first, deleted after
         self.committed = True
         return self.path
 

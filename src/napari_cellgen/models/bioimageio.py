@@ -5,7 +5,7 @@ PyTorch state dict (``weights.pt``) with the architecture's source (``unet.py``)
 TorchScript copy, test input/output tensors (``.npy``), a cover image, a README and the
 model's own card (``cellgen_card.json``). Any bioimage.io consumer (bioimageio.core,
 deepImageJ, ilastik ...) reads the rdf; napari-cellgen reads its card and weights back with
-:func:`load_package` (no pickle: ``torch.load(weights_only=True)``).
+:func:`.bioimageio_load.load_package` (no pickle: ``torch.load(weights_only=True)``).
 
 The YAML is written here (no dependency on ``bioimageio.spec``); the tests validate it
 with ``bioimageio.spec``.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import ModelError, atomic_write_bytes
+from .store import atomic_write_bytes
 
 FORMAT_VERSION = "0.5.4"
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
@@ -161,12 +161,14 @@ def _readme(card: dict, name: str, px_nm: float | None, in_ch: int) -> str:
         "",
     ]
     if val is not None:
-        lines.append(f"Foreground IoU on held-out slices: {val:.3f} ({metrics.get('measured', 'see the card')}).")
-        pv = metrics.get("pipeline_val_iou")
-        if pv:
-            lines.append(f"Whole napari-cellgen pipeline: {pv} ({metrics.get('pipeline_measured', '')}).")
+        how = metrics.get("selection") or "see the card"
+        lines.append(f"Foreground IoU on the held-out validation slices, as training measured it (model "
+                     f"resolution, threshold 0.5): {val:.3f} ({how}).")
     else:
         lines.append("No validation score is recorded in this model's card.")
+    if card.get("results"):  # benchmark results of these weights (by their sha256), in the repository
+        lines += ["", "Measurements of these weights (files in the napari-cellgen repository, each naming the "
+                  "weights' sha256): " + ", ".join(f"`{r}`" for r in card["results"]) + "."]
     lines += ["", "## Training data", "",
               LUCCHI_TEXT + " " + LUCCHI_URL if _lucchi_trained(card) else f"See `{CARD_FILE}` (training).", "",
               f"`weights.pt` is a pure state dict for `unet.py:UNet`; `{CARD_FILE}` is napari-cellgen's own card.",
@@ -325,89 +327,3 @@ def export_package(model_name_or_dir, out: str | os.PathLike, *, size: int = 256
             zf.writestr(fname, files[fname])
     atomic_write_bytes(out, buf.getvalue())
     return out
-
-
-# ------------------------------------------------------------------------------ loading
-def _open(path: Path) -> tuple[zipfile.ZipFile, dict]:
-    """The zip and its rdf, for packages from :func:`export_package` only (one-line ModelError otherwise)."""
-    import yaml
-
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ModelError(f"{path.name} is not a bioimage.io model package (not a readable zip: {exc})") from exc
-    try:
-        rdf_name = next((n for n in RDF_NAMES if n in zf.namelist()), None)
-        if rdf_name is None:
-            raise ModelError(f"{path.name} is not a bioimage.io model package (no rdf.yaml in it); {REFUSE}")
-        try:
-            rdf = yaml.safe_load(zf.read(rdf_name))
-        except yaml.YAMLError as exc:
-            raise ModelError(f"{path.name}: its {rdf_name} is not valid YAML") from exc
-        rdf = rdf if isinstance(rdf, dict) else {}
-        mark = (rdf.get("config") or {}).get(MARKER)
-        if rdf.get("type") != "model" or not isinstance(mark, dict) or mark.get("card") not in zf.namelist():
-            what = rdf.get("name") or rdf.get("type") or "no model"
-            raise ModelError(f"{path.name} ({what}) was not exported by napari-cellgen: {REFUSE}")
-    except BaseException:
-        zf.close()
-        raise
-    return zf, rdf
-
-
-def _read(path) -> tuple[dict, dict, zipfile.ZipFile]:
-    from .store import validate_card
-
-    path = Path(path)
-    zf, rdf = _open(path)
-    try:
-        card = json.loads(zf.read(rdf["config"][MARKER]["card"]))
-    except ValueError as exc:
-        zf.close()
-        raise ModelError(f"{path.name}: its cellgen card is not valid JSON") from exc
-    if not isinstance(card, dict):
-        zf.close()
-        raise ModelError(f"{path.name}: its cellgen card is not a JSON object")
-    card = validate_card(card, path.name)
-    card["path"] = str(path)
-    card.setdefault("name", path.stem)
-    card["bioimageio"] = {"name": rdf.get("name"), "format_version": rdf.get("format_version")}
-    return rdf, card, zf
-
-
-def read_package_card(path) -> dict:
-    """The napari-cellgen card stored in a package written by :func:`export_package`."""
-    _, card, zf = _read(path)
-    zf.close()
-    return card
-
-
-def load_package(path, device: str = "cpu"):
-    """``(model, card)`` from a package written by :func:`export_package`; refuses any other package."""
-    import torch
-
-    from .unet import UNet
-
-    path = Path(path)
-    rdf, card, zf = _read(path)
-    with zf:
-        descr = (rdf.get("weights") or {}).get("pytorch_state_dict") or {}
-        src = descr.get("source")
-        if not src or src not in zf.namelist():
-            raise ModelError(f"{path.name} has no pytorch_state_dict weights file {src!r}")
-        data = zf.read(src)
-    if descr.get("sha256") and descr["sha256"] != _sha(data):
-        raise ModelError(f"{path.name}: {src} does not match its sha256 in the rdf (damaged?); export it again")
-    try:  # no pickle: tensors only
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelError(f"{path.name}: the weights are not a plain state dict ({type(exc).__name__})") from exc
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"{path.name}: the weights are not a plain state dict of tensors")
-    try:
-        model = UNet(**card["architecture"])
-        model.load_state_dict(state)
-    except (TypeError, RuntimeError, ValueError) as exc:
-        msg = " ".join(str(exc).split())[:200]
-        raise ModelError(f"{path.name}: the weights do not match its card ({msg})") from exc
-    return model.eval().to(device), card

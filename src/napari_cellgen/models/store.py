@@ -14,6 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .. import registry
+from ..registry import looks_like_path, safe_name  # noqa: F401  (part of this module's interface)
+
 CARD = "card.json"
 WEIGHTS = "model.safetensors"
 DEFAULT_MODEL = "mito-unet"
@@ -28,17 +31,7 @@ def bundled_dir() -> Path:
 
 
 def user_dir() -> Path:
-    env = os.environ.get("CELLGEN_USER_DIR")
-    if env:
-        base = Path(env)
-    else:
-        try:
-            from platformdirs import user_data_dir
-
-            base = Path(user_data_dir("napari-cellgen", appauthor=False))
-        except ImportError:  # pragma: no cover - platformdirs ships with napari
-            base = Path.home() / ".local" / "share" / "napari-cellgen"
-    return base / "models"
+    return registry.user_data_dir() / "models"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -80,9 +73,12 @@ def save_model(folder: str | Path, model, card: dict[str, Any]) -> Path:
     return folder
 
 
+def _is_model(folder: Path) -> bool:
+    return (folder / CARD).is_file() and (folder / WEIGHTS).is_file()
+
+
 def shipped_models() -> set[str]:
-    root = bundled_dir()
-    return {p.name for p in root.iterdir() if (p / CARD).is_file()} if root.is_dir() else set()
+    return registry.names(bundled_dir(), lambda p: (p / CARD).is_file())
 
 
 def list_models() -> dict[str, Path]:
@@ -91,68 +87,32 @@ def list_models() -> dict[str, Path]:
     Shipped names are reserved: a user folder with a shipped model's name (which
     :func:`register_model` refuses to write) never hides the shipped model.
     """
-    found: dict[str, Path] = {}
-    for root in (bundled_dir(), user_dir()):
-        if root.is_dir():
-            for sub in sorted(root.iterdir()):
-                if (sub / CARD).is_file() and (sub / WEIGHTS).is_file():
-                    found.setdefault(sub.name, sub)
-    return found
+    return registry.entries((bundled_dir(), user_dir()), _is_model)
 
 
-def looks_like_path(arg) -> bool:
-    """True when a model argument names a location, not a registered name.
-
-    A ``Path`` (from the widgets or the API) or a string with a folder separator (``./mito-unet``,
-    ``runs/x``), a leading ``~`` or a ``.safetensors`` / ``.zip`` file name. A bare word is a name:
-    a folder in the working directory never replaces a registered model.
-    """
-    if isinstance(arg, os.PathLike):
-        return True
-    text = str(arg)
-    seps = [os.sep] + ([os.altsep] if os.altsep else []) + ["/"]
-    return any(sep in text for sep in seps) or text.startswith("~") or text.endswith((".safetensors", ".zip"))
+def _model_at(path: Path) -> Path | None:
+    if path.is_dir():
+        return path
+    if path.suffix == ".safetensors" and path.is_file():
+        return path.parent
+    if path.suffix.lower() == ".zip" and path.is_file():  # a bioimage.io package (see bioimageio.py)
+        return path
+    return None
 
 
 def resolve(name_or_dir: str | os.PathLike | None) -> Path:
     """Find a model folder: registered names first; folders only when the argument is a path."""
-    if name_or_dir in (None, "", "default"):
-        name_or_dir = DEFAULT_MODEL
-    path = Path(os.path.expanduser(os.fspath(name_or_dir)))
-    if looks_like_path(name_or_dir):
-        if path.is_dir():
-            return path
-        if path.suffix == ".safetensors" and path.is_file():
-            return path.parent
-        if path.suffix.lower() == ".zip" and path.is_file():  # a bioimage.io package (see bioimageio.py)
-            return path
-        raise ModelError(f"{name_or_dir} is not a model folder (one holding {WEIGHTS} and {CARD}) "
-                         "or a bioimage.io package (.zip) written by `cellgen export`.")
-    models = list_models()
-    if str(name_or_dir) in models:
-        return models[str(name_or_dir)]
-    hint = (f"; to use the folder {name_or_dir} in the current directory give it as a path: "
-            f"./{name_or_dir}") if path.is_dir() else ""
-    raise ModelError(
-        f"No model called {str(name_or_dir)!r}. Known models: {', '.join(models) or 'none'}; "
-        f"or give the path of a folder holding {WEIGHTS} and {CARD}{hint}."
+    return registry.resolve(
+        name_or_dir, default=DEFAULT_MODEL, known=list_models, as_path=_model_at, error=ModelError,
+        not_a_path=f"{{arg}} is not a model folder (one holding {WEIGHTS} and {CARD}) "
+                   "or a bioimage.io package (.zip) written by `cellgen export`.",
+        unknown=f"No model called {{name!r}}. Known models: {{known}}; "
+                f"or give the path of a folder holding {WEIGHTS} and {CARD}{{hint}}.",
     )
 
 
 def _number(card: dict, key: str, where, kind=float, lo=None, hi=None, lo_open=False):
-    value = card[key]
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (kind is float or float(value) == int(value))
-    if ok and lo is not None:
-        ok = value > lo if lo_open else value >= lo
-    if ok and hi is not None:
-        ok = value <= hi
-    if not ok:
-        span = f" in {'(' if lo_open else '['}{lo}, {hi}]" if hi is not None else (
-            f" {'>' if lo_open else '>='} {lo}" if lo is not None else "")
-        raise ModelError(f"{where}: {key} must be a{'n integer' if kind is int else ' number'}{span}, "
-                         f"got {value!r}: the card is damaged; restore it or retrain the model.")
-    return kind(value)
+    return registry.check_number(card, key, where, ModelError, integer=kind is int, lo=lo, hi=hi, lo_open=lo_open)
 
 
 def validate_card(card: dict, where="card.json") -> dict:
@@ -193,42 +153,41 @@ def validate_card(card: dict, where="card.json") -> dict:
 def read_card(folder: str | Path) -> dict:
     folder = Path(folder)
     if folder.is_file():  # a bioimage.io package from `cellgen export`
-        from .bioimageio import read_package_card
+        from .bioimageio_load import read_package_card
 
         return validate_card(read_package_card(folder), folder.name)
     card_path = folder / CARD
-    if not card_path.is_file():
-        raise ModelError(f"{folder} has no {CARD}: it is not a napari-cellgen model folder.")
-    try:
-        card = json.loads(card_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{card_path} is not valid JSON ({exc}).") from exc
-    if not isinstance(card, dict):
-        raise ModelError(f"{card_path} is not a JSON object.")
+    missing = f"{folder} has no {CARD}: it is not a napari-cellgen model folder."
+    card = registry.read_card(card_path, ModelError, missing)
     return validate_card(card, card_path)
+
+
+def build_unet(card: dict, state: dict, where):
+    """The U-Net of ``card["architecture"]`` holding the tensors ``state`` (eval mode); ModelError if they differ."""
+    from .unet import UNet
+
+    try:
+        model = UNet(**card["architecture"])
+        model.load_state_dict(state)
+    except (TypeError, RuntimeError, ValueError) as exc:
+        msg = " ".join(str(exc).split())[:200]
+        raise ModelError(f"{where}: the weights do not match its card ({msg}).") from exc
+    return model.eval()
 
 
 def load_model(name_or_dir=None, device: str = "cpu"):
     """Return ``(model, card)`` for a registered name or a model folder, in eval mode."""
-    from .unet import UNet
-
     folder = resolve(name_or_dir)
     if folder.is_file():  # a bioimage.io package from `cellgen export`
-        from .bioimageio import load_package
+        from .bioimageio_load import load_package
 
         return load_package(folder, device)
     card = read_card(folder)
     wpath = folder / WEIGHTS
     if not wpath.is_file():
         raise ModelError(f"{folder} has no {WEIGHTS}.")
-    state = load_tensors(wpath, card.get("weights_sha256"))
-    try:
-        model = UNet(**card["architecture"])
-        model.load_state_dict(state)
-    except (TypeError, RuntimeError, ValueError) as exc:
-        msg = " ".join(str(exc).split())[:200]
-        raise ModelError(f"The weights in {folder} do not match its card ({msg}).") from exc
-    model.eval().to(device)
+    model = build_unet(card, load_tensors(wpath, card.get("weights_sha256")), folder)
+    model.to(device)
     card["path"] = str(folder)
     card.setdefault("name", folder.name)
     return model, card
@@ -251,15 +210,6 @@ def register_model(folder: str | Path, name: str | None = None) -> Path:
     return dest
 
 
-def safe_name(name: str, default: str = "model") -> str:
-    """``name`` as a single folder name: letters, digits, ``-_.`` only, no leading dot or dash."""
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(name)).strip(".-") or default
-
-
 def check_register_name(name: str, reserved: set[str] | None = None) -> str:
     """The folder name a model registers under; refuses the names of shipped models."""
-    safe = safe_name(name)
-    if safe in (shipped_models() if reserved is None else reserved):
-        raise ModelError(f"{safe!r} is the name of a shipped model and is reserved: register under "
-                         "another name (--name NAME) or not at all (--no-register).")
-    return safe
+    return registry.check_register_name(name, shipped_models() if reserved is None else reserved, ModelError)

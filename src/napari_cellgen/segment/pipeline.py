@@ -7,7 +7,7 @@ is its synchronous wrapper for scripts and the CLI.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import numpy as np
 
@@ -16,18 +16,25 @@ from .._progress import Progress, run
 
 @dataclass
 class SegmentOptions:
+    """The options of one segmentation, named as on the command line (``--views`` is ``views=``).
+
+    ``tile`` and ``overlap`` are in the input image's pixels, like ``cellgen train --patch``;
+    :meth:`at_model_scale` converts them with the model card's scale. The former keywords
+    ``tta=`` (now ``views``) and ``batch_size=`` (now ``batch``) are still accepted.
+    """
+
     model: str | None = None  # registered name or folder; None = shipped default
     threshold: float = 0.5
-    tile: int | None = None  # at model resolution; None = the model card's
-    overlap: int | None = None
+    tile: int | None = None  # input pixels; None = the model card's
+    overlap: int | None = None  # input pixels; None = the model card's
     min_size: int = 200  # pixels (2D) / voxels (3D)
     mode: str = "3d"  # "3d" or "2d" instance labels
     fill_holes: bool = True
     median: bool = False
     split: bool = False
     device: str = "auto"
-    batch_size: int = 4
-    tta: int = 2  # views averaged: 1 (fastest), 2 (+ the 180° rotation), 4 (the four flips)
+    batch: int = 4  # tiles per forward pass
+    views: int = 2  # views averaged: 1 (fastest), 2 (+ the 180° rotation), 4 (the four flips)
     measure: bool = True
     # "auto": a stack of unrelated images (or mode "2d") is segmented slice by slice, context
     # included; "volume": neighbours are context; "independent": each slice alone (segment/slices.py)
@@ -35,6 +42,22 @@ class SegmentOptions:
     # the 2.5D context of thick sections: "auto" (each slice is its own context when the image's
     # z spacing is >= 3x the model's), "neighbours" or "self" (segment/physical.py)
     z_context: str = "auto"
+    # former names, accepted as keywords for a release (and readable as attributes, below)
+    tta: InitVar[int | None] = None
+    batch_size: InitVar[int | None] = None
+
+    def __post_init__(self, tta, batch_size):
+        if tta is not None:
+            self.views = tta
+        if batch_size is not None:
+            self.batch = batch_size
+
+    def at_model_scale(self, card: dict) -> tuple[int | None, int | None]:
+        """``(tile, overlap)`` in the model's pixels: input pixels x the card's scale (None = the card's)."""
+        scale = float(card.get("scale", 1.0))
+        tile = None if self.tile is None else max(1, round(self.tile * scale))
+        overlap = None if self.overlap is None else max(0, round(self.overlap * scale))
+        return tile, overlap
 
     def validate(self) -> SegmentOptions:
         """Raise ``ValueError`` naming the first bad option, before any work is done."""
@@ -43,8 +66,8 @@ class SegmentOptions:
 
         if not 0.0 < self.threshold < 1.0:  # also refuses NaN
             raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}")
-        tta_views(self.tta)
-        number(self.batch_size, "--batch-size", lo=1, hi=4096, integer=True)
+        tta_views(self.views)
+        number(self.batch, "--batch", lo=1, hi=4096, integer=True)
         number(self.min_size, "--min-size", lo=0, integer=True)
         number(self.tile, "--tile", lo=1, hi=1 << 16, integer=True, none_ok=True)
         number(self.overlap, "--overlap", lo=0, hi=self.tile, hi_open=self.tile is not None, integer=True,
@@ -52,6 +75,11 @@ class SegmentOptions:
         choice(self.mode, "mode", ("2d", "3d"))
         choice(self.z_context, "z context", ("auto", "neighbours", "self"))
         return self
+
+
+# the former attribute names, read-only (the keywords are InitVars above)
+SegmentOptions.tta = property(lambda self: self.views, doc="former name of ``views``")
+SegmentOptions.batch_size = property(lambda self: self.batch, doc="former name of ``batch``")
 
 
 @dataclass
@@ -130,9 +158,10 @@ def segment_iter(
         prob_out = np.zeros(image.shape, np.uint8)
     if labels_out is None:
         labels_out = np.zeros(image.shape, np.uint32)
+    tile, overlap = opt.at_model_scale(card)  # after adapt(): the scale for this image's pixel size
     yield from predict_stack(
-        net, card, image, prob_out, tile=opt.tile, overlap=opt.overlap, batch_size=opt.batch_size,
-        device=device, tta=opt.tta, independent=independent or own_context,
+        net, card, image, prob_out, tile=tile, overlap=overlap, batch_size=opt.batch,
+        device=device, tta=opt.views, independent=independent or own_context,
     )
     n = yield from label_stack(
         prob_out, labels_out, threshold=opt.threshold, min_size=opt.min_size, fill_holes=opt.fill_holes,

@@ -208,3 +208,40 @@ class PatchSampler:
             masks.append(m)
         return np.stack(imgs), np.stack(masks)
 
+
+def prepare_regions(pairs, card, val_pairs, val_fraction):
+    """Training and validation regions from ``(image, mask, slices)`` triples."""
+    train_regions, val_regions = [], []
+    for i, (image, mask, slices) in enumerate(pairs):
+        check_pair(image, mask, f"pair {i}")
+        zs = annotated_slices(mask, slices)
+        if not zs:
+            raise DataError(
+                f"pair {i} has no annotated slice: paint some mitochondria (or pass the slices to use)"
+            )
+        regions = build_regions(image, mask, zs, card)
+        for r in regions:
+            r.pair = i
+        if val_pairs is None and val_fraction > 0 and len(regions) >= max(2, round(1 / val_fraction)):
+            # enough slices: hold out the last ones (a contiguous block, no leak from neighbours)
+            nval = max(1, int(round(len(regions) * val_fraction)))
+            nval = min(nval, len(regions) - 1)
+            val_regions += regions[-nval:]
+            regions = regions[:-nval]
+        # a few corrected slices: every painted pixel is trained on and nothing is held out (a strip
+        # of a corrected slice would hide corrections from training and reward the least-adapted
+        # checkpoint); the run keeps its last weights
+        train_regions += regions
+    if val_pairs is not None:
+        for i, (image, mask, slices) in enumerate(val_pairs):
+            check_pair(image, mask, f"validation pair {i}")
+            zs = annotated_slices(mask, slices)
+            if not zs:
+                raise DataError(f"validation pair {i} has no annotated slice")
+            regions = build_regions(image, mask, zs, card)
+            for r in regions:
+                r.pair = i
+            val_regions += regions
+    if sum(float(r.mask.sum()) for r in train_regions) == 0:
+        raise DataError("the training masks are empty: there is no foreground to learn from")
+    return train_regions, val_regions

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._progress import Progress, stoppable
-from .data import DataError, PatchSampler, Region, annotated_slices, build_regions, check_pair
+from .._progress import Progress
+from .data import DataError, PatchSampler, Region, build_regions, check_pair, prepare_regions
 
 
 @dataclass
@@ -46,6 +46,10 @@ class TrainConfig:
     # > 0: the loss on pixels the starting model gets wrong (the user's corrections) counts 1 + emphasis
     # times, and hard_prob of the patches are centred on them (found once, before the first step)
     emphasis: float = 0.0
+    # share of each batch drawn from "anchor" slices (unpainted slices with the starting model's own
+    # labels: what the user did not correct is kept), used only when the starting model already
+    # agreed with the painted slices (IoU >= ANCHOR_MIN_AGREEMENT): on foreign EM it is not trusted
+    anchor_share: float = 0.0
     # which weights are kept: "last" (the schedule's final, EMA if any), "best" (best validation IoU
     # from the second half of the run on: a checkpoint that saw almost no training is never kept),
     # "auto" (best with validation regions, else last)
@@ -76,8 +80,10 @@ class TrainConfig:
         number(self.overlap, "overlap", lo=0, hi=self.tile, hi_open=True, integer=True)
         number(self.rescale, "rescale", lo=0, hi=1, lo_open=True, none_ok=True)
         number(self.recontext, "recontext", lo=0, hi=16, integer=True, none_ok=True)
-        number(getattr(self, "emphasis", 0.0), "emphasis", lo=0)
+        number(self.emphasis, "emphasis", lo=0, hi=1000)
+        number(self.anchor_share, "anchor share", lo=0, hi=1, hi_open=True)
         choice(self.dice, "dice", DICE_MODES)
+        choice(self.select, "select", ("auto", "best", "last"))
         return self
 
 
@@ -190,44 +196,6 @@ def _init_model(cfg: TrainConfig):
     return model, card
 
 
-def prepare_regions(pairs, card, val_pairs, val_fraction):
-    """Training and validation regions from ``(image, mask, slices)`` triples."""
-    train_regions, val_regions = [], []
-    for i, (image, mask, slices) in enumerate(pairs):
-        check_pair(image, mask, f"pair {i}")
-        zs = annotated_slices(mask, slices)
-        if not zs:
-            raise DataError(
-                f"pair {i} has no annotated slice: paint some mitochondria (or pass the slices to use)"
-            )
-        regions = build_regions(image, mask, zs, card)
-        for r in regions:
-            r.pair = i
-        if val_pairs is None and val_fraction > 0 and len(regions) >= max(2, round(1 / val_fraction)):
-            # enough slices: hold out the last ones (a contiguous block, no leak from neighbours)
-            nval = max(1, int(round(len(regions) * val_fraction)))
-            nval = min(nval, len(regions) - 1)
-            val_regions += regions[-nval:]
-            regions = regions[:-nval]
-        # a few corrected slices: every painted pixel is trained on and nothing is held out (a strip
-        # of a corrected slice would hide corrections from training and reward the least-adapted
-        # checkpoint); the run keeps its last weights
-        train_regions += regions
-    if val_pairs is not None:
-        for i, (image, mask, slices) in enumerate(val_pairs):
-            check_pair(image, mask, f"validation pair {i}")
-            zs = annotated_slices(mask, slices)
-            if not zs:
-                raise DataError(f"validation pair {i} has no annotated slice")
-            regions = build_regions(image, mask, zs, card)
-            for r in regions:
-                r.pair = i
-            val_regions += regions
-    if sum(float(r.mask.sum()) for r in train_regions) == 0:
-        raise DataError("the training masks are empty: there is no foreground to learn from")
-    return train_regions, val_regions
-
-
 def train_segmenter(
     pairs: Sequence[tuple],
     out_dir: str | Path,
@@ -237,6 +205,7 @@ def train_segmenter(
     resume: bool = False,
     device: str = "cpu",
     synthetic: tuple | None = None,
+    anchors: Sequence[tuple] | None = None,
 ) -> Generator[Progress, None, dict]:
     """Train (or fine-tune) a U-Net on ``(image, mask, slices)`` triples.
 
@@ -249,16 +218,20 @@ def train_segmenter(
     ``synthetic`` = ``(images, masks)``, N independent 2D pairs (e.g. from ``cellgen
     synth``): ``round(batch * cfg.synthetic_ratio)`` patches of every batch come from them;
     they are never used for validation.
+
+    ``anchors``: ``(image, mask, slices)`` triples of slices the user did not correct, holding the
+    starting model's own labels; ``cfg.anchor_share`` of each batch comes from them (see
+    :class:`TrainConfig`).
     """
     import torch
 
-    cfg = cfg or TrainConfig()
+    cfg = (cfg or TrainConfig()).validate()  # the CLI, the docks and scripts: one check
     out_dir = Path(out_dir)
     threads_before = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        card = yield from _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic)
+        card = yield from _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic, anchors)
     finally:
         torch.set_num_threads(threads_before)
     return card
@@ -276,7 +249,26 @@ def _synthetic_regions(synthetic, card) -> list[Region]:
     return out
 
 
-def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None):
+ANCHOR_MIN_AGREEMENT = 0.5
+
+
+def _anchor_sampler(model, cfg, card, device, train_regions, anchors, seed):
+    """A sampler over the anchor slices, or None (and why) when the model is not to be trusted there."""
+    if not anchors or cfg.anchor_share <= 0:
+        return None, None
+    agree = evaluate(model, train_regions, card, device)
+    info = {"start_iou_on_painted": agree, "share": cfg.anchor_share}
+    if agree < ANCHOR_MIN_AGREEMENT:
+        return None, {**info, "used": False, "why": f"the starting model agreed with the painted slices at "
+                      f"IoU {agree:.2f} < {ANCHOR_MIN_AGREEMENT}: its own labels are not kept"}
+    regions = []
+    for image, mask, zs in anchors:
+        regions += build_regions(image, mask, list(zs), card)
+    info.update(used=True, slices=sorted(r.z for r in regions))
+    return PatchSampler(regions, cfg.patch, cfg.fg_prob, seed), info
+
+
+def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None, anchors=None):
     from ..models.store import save_model
     from .augment import augment
     from .checkpoint import load_training_state, save_training_state
@@ -348,6 +340,9 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
         card["training"]["corrected_pixels"] = sampler.set_emphasis(errors)
         n_hard = sampler.set_hard(errors)
         next_mine = cfg.steps  # the corrections stay the target: no re-mining
+    anchor_sampler, card["training"]["anchors"] = (
+        _anchor_sampler(model, cfg, card, device, train_regions, anchors, cfg.seed + 2) if step == 0 else (None, None))
+    n_anchor = int(round(cfg.batch * cfg.anchor_share)) if anchor_sampler is not None else 0
 
     def checkpoint_last():  # last/ (weights, EMA, optimizer, state) is written as one unit
         save_training_state(
@@ -383,10 +378,11 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
                 next_mine = step + max(1, cfg.mine_every)
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * _lr_factor(step, cfg.steps, cfg.warmup)
-            if n_syn:
-                parts = [sampler.sample(cfg.batch - n_syn)] if cfg.batch > n_syn else []
-                parts.append(syn_sampler.sample(n_syn))
-                c = max(m.shape[1] for _, m in parts)  # synthetic pairs carry no emphasis channel
+            if n_syn or n_anchor:
+                own = cfg.batch - n_syn - n_anchor
+                parts = [sampler.sample(own)] if own > 0 else []
+                parts += [s.sample(k) for s, k in ((syn_sampler, n_syn), (anchor_sampler, n_anchor)) if k]
+                c = max(m.shape[1] for _, m in parts)  # synthetic and anchor pairs carry no emphasis channel
                 y = np.concatenate([np.pad(m, ((0, 0), (0, c - m.shape[1]), (0, 0), (0, 0))) for _, m in parts])
                 x = np.concatenate([a for a, _ in parts])
             else:
@@ -437,126 +433,15 @@ def _selection(cfg: TrainConfig, val_regions) -> str:
     return cfg.select if cfg.select != "auto" else ("best" if val_regions else "last")
 
 
-# ---------------------------------------------------------------------------
-# Helpers shared by ``cellgen train`` and the Train widget
-
-
-def base_model_info(init: str | None, cfg: TrainConfig | None = None) -> dict:
-    """``scale`` and ``depth`` a run starting from ``init`` will use (reads only the card)."""
-    from ..models.store import read_card, resolve
-
-    cfg = cfg or TrainConfig()
-    if init in (None, "", "scratch"):
-        return {"scale": cfg.scale, "depth": cfg.depth, "name": "scratch"}
-    card = read_card(resolve(init))
-    return {
-        "scale": float(card.get("scale", 1.0)),
-        "depth": int(card["architecture"]["depth"]),
-        "name": card.get("name", str(init)),
-    }
-
-
-# "Fine-tune on my corrections": what the Train dock's button and ``cellgen train --corrections`` use.
-# Measured by benchmarks/correction_loop.py (docs/benchmarks.md): few painted slices, no validation,
-# the last weights kept, the pixels the starting model got wrong weighted and sampled more.
-CORRECTIONS = {"steps": 300, "batch": 8, "patch_px": 256, "emphasis": 4.0, "hard_prob": 0.4, "fg_prob": 0.3}
-
-
-def corrections_config(init: str, name: str = "", **overrides) -> TrainConfig:
-    """The fine-tuning recipe for a few corrected slices, starting from the model ``init``."""
-    c = {**CORRECTIONS, **{k: v for k, v in overrides.items() if v is not None}}
-    info = base_model_info(init)
-    return TrainConfig(
-        init=init, steps=int(c["steps"]), batch=int(c["batch"]), lr=float(c.get("lr") or default_lr(init)),
-        patch=patch_at_model_scale(int(c["patch_px"]), info["scale"], info["depth"]),
-        val_fraction=0.0, val_every=10**9, select="last", ema=0.0,
-        emphasis=float(c["emphasis"]), hard_prob=float(c["hard_prob"]), fg_prob=float(c["fg_prob"]),
-        seed=int(c.get("seed", 0)), name=name,
-        notes={"base_model": info["name"], "recipe": "corrections"},
-    )
-
-
-def patch_at_model_scale(patch_px: int, scale: float, depth: int) -> int:
-    """A patch of ``patch_px`` input pixels at model resolution, a multiple of ``2**depth``."""
-    d = 2 ** int(depth)
-    if patch_px <= 0:
-        raise DataError(f"the patch size must be positive, got {patch_px}")
-    return max(d, int(round(patch_px * scale / d)) * d)
-
-
-def default_lr(init: str | None) -> float:
-    """2e-3 from scratch, 5e-4 when fine-tuning (a pretrained model forgets less)."""
-    return 2e-3 if init in (None, "", "scratch") else 5e-4
-
-
-def train_model(
-    pairs: Sequence[tuple],
-    out_dir: str | Path,
-    cfg: TrainConfig | None = None,
-    *,
-    val_pairs: Sequence[tuple] | None = None,
-    resume: bool = False,
-    device: str = "cpu",
-    register_as: str | None = None,
-    stop=None,
-    synthetic: tuple | None = None,
-) -> Generator[Progress, None, dict]:
-    """:func:`train_segmenter`, plus a polite stop and registration of the result.
-
-    ``stop`` is a callable (e.g. ``threading.Event().is_set``) checked before
-    each step: when it returns True the training generator is closed *in the
-    calling thread*, which writes the best checkpoint, and the job returns
-    normally with ``stopped=True``. If ``register_as`` is given, the best model
-    (finished or stopped) is copied into the user models folder under that name.
-
-    Returns ``{"card", "model_dir", "registered", "stopped", "step"}``;
-    ``model_dir``/``card`` are None if it was stopped before the first step.
-    """
-    from ..models.store import read_card, register_model
-
-    out_dir = Path(out_dir)
-    gen = train_segmenter(pairs, out_dir, cfg, val_pairs=val_pairs, resume=resume, device=device,
-                          synthetic=synthetic)
-    # on stop, closing the generator evaluates and writes the best checkpoint if none was written
-    stopped, card, last = yield from stoppable(gen, stop)
-    step = last.done if last is not None else 0
-    written = (out_dir / "model.safetensors").is_file() and (out_dir / "card.json").is_file()
-    if card is None and written:
-        card = read_card(out_dir)
-    registered = register_model(out_dir, register_as) if (register_as and written) else None
-    return {
-        "card": card,
-        "model_dir": out_dir if written else None,
-        "registered": registered,
-        "stopped": stopped,
-        "step": step,
-    }
-
-
-def default_run_dir(name: str) -> Path:
-    """Where a named run keeps its checkpoints (``last/`` is resumable) before registration."""
-    from ..models.store import safe_name, user_dir
-
-    return user_dir().parent / "training-runs" / safe_name(name, "run")  # never outside that folder
-
-
-def edited_slices(paint_atoms) -> set[int]:
-    """Slice (axis 0) indices touched by the atoms of a napari Labels ``paint`` event.
-
-    Understands both atom kinds napari emits: a masked edit with a ``slice_key`` of
-    slices, and the ``(indices, old_values, new_values)`` fancy-index tuple.
-    """
-    zs: set[int] = set()
-    for atom in paint_atoms or ():
-        key = getattr(atom, "slice_key", None)
-        if key is not None:
-            s = key[0]
-            if isinstance(s, slice):
-                zs.update(range(s.start or 0, s.stop if s.stop is not None else (s.start or 0) + 1))
-            else:
-                zs.add(int(s))
-        else:
-            idx = atom[0]
-            first = idx[0] if isinstance(idx, tuple) else idx
-            zs.update(int(z) for z in np.unique(np.asarray(first)))
-    return zs
+# the recipes and the job around the loop live in recipes.py; their old home still serves them
+from .recipes import (  # noqa: E402, F401
+    CORRECTIONS,
+    MAX_ANCHOR_SLICES,
+    base_model_info,
+    correction_data,
+    corrections_config,
+    default_lr,
+    default_run_dir,
+    patch_at_model_scale,
+    train_model,
+)
