@@ -10,8 +10,9 @@ Two scenarios on blocks of 20 Lucchi slices (``--block START``):
   segment again with the new model. Reported: the share of corrected pixels that are right
   afterwards (on the 2 slices it trained on), and foreground IoU on the 18 other slices before/after.
 * ``foreign`` -- whole slices on foreign EM: the block degraded as by another microscope
-  (``finetune_gain.degrade``, preset ``strong``: 0.5x, blur, gamma 0.5, noise 30), the truth
-  painted into 2 whole slices; IoU on the 18 others before/after.
+  (``finetune_gain.degrade``, ``--degradation``, default ``inverted``: 0.5x, blur, gamma 0.5,
+  noise 30, contrast inverted, where the shipped model is lost as on another lab's ssTEM), the
+  truth painted into 2 whole slices (5 and 14 of the block); IoU on the 18 others before/after.
 
 Honesty: the recipe's constants were chosen on block 140 (``--block 140``, the shipped model's
 held-out block); report the other blocks. Writes JSON (``--out``) with the model's sha256, the
@@ -62,6 +63,8 @@ def main(argv=None):
     ap.add_argument("--slices", default="worst", help="the 2 corrected slices within the block (e.g. 5,14), "
                     "or 'worst': the two with the most pixels in error regions of >= --min-error px")
     ap.add_argument("--scenario", choices=("fixes", "foreign"), default="fixes")
+    ap.add_argument("--degradation", choices=("strong", "mild", "inverted"), default="inverted",
+                    help="the 'foreign' scenario's degradation (finetune_gain.PRESETS)")
     ap.add_argument("--min-error", type=int, default=300, help="smallest error region painted, in pixels")
     ap.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
     ap.add_argument("--emphasis", type=float, default=None)
@@ -86,11 +89,13 @@ def main(argv=None):
     if args.scenario == "foreign":
         from finetune_gain import PRESETS, degrade
 
-        img, gt = degrade(img, gt, PRESETS["strong"])
+        img, gt = degrade(img, gt, PRESETS[args.degradation])
     model_dir = resolve(args.model)
     opts = SegmentOptions(model=str(model_dir), measure=False)
     before = segment(img, opts).labels
-    if args.slices == "worst":  # the 2 slices (3+ apart) with the most pixels in errors of >= min_error px
+    if args.slices == "worst" and args.scenario == "foreign":
+        zs = [5, 14]  # whole slices are repainted: any two, spread out
+    elif args.slices == "worst":  # the 2 slices (3+ apart) with the most pixels in errors of >= min_error px
         fixable = [int(paint_fixes(before[z], gt[z], args.min_error)[1].sum()) for z in range(img.shape[0])]
         order = [int(z) for z in np.argsort(fixable)[::-1]]
         zs = [order[0], next(z for z in order[1:] if abs(z - order[0]) >= 3)]
@@ -118,7 +123,8 @@ def main(argv=None):
     c = corrected
     res = {
         "what": "correction loop: segment, paint 2 slices, fine-tune with the dock's recipe, segment again",
-        "scenario": args.scenario, "block": [lo, hi - 1], "corrected_slices": [z + lo for z in zs],
+        "scenario": args.scenario, "degradation": args.degradation if args.scenario == "foreign" else None,
+        "block": [lo, hi - 1], "corrected_slices": [z + lo for z in zs],
         "model": {**model_ref(model_dir), "given": str(args.model)},
         "recipe": {k: v for k, v in vars(cfg).items() if k in (
             "steps", "batch", "patch", "lr", "emphasis", "hard_prob", "fg_prob", "select", "ema",

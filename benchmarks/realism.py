@@ -251,7 +251,9 @@ def _main(args, argv, budget):
         "sampling": {"steps": args.steps, "guidance": args.guidance, "sampler": "dpm++",
                      "pixel_noise": "the VAE card's noise_std", "seed": args.seed, "batch": args.batch,
                      "masks": "of R1's first n tiles (random places of the held-out slices, empty ones included)",
-                     "s_per_tile": round(sample_s / n, 2), "threads": args.threads},
+                     "s_per_tile": round(sample_s / n, 2)},
+        "threads": args.threads,
+        "cache": f"{args.cache}: work of earlier runs (tiles, classifier results) is reused, not redone",
         "classifier": {**kw, "model": f"napari_cellgen.realism.small_cnn(width={args.width}): space-to-depth 2, "
                                       "4 conv+BN+ReLU, global average pool, linear",
                        "crops": f"{CROP}x{CROP}, {k} per tile, a tile's crops in one fold",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from _train_helpers import blob_stack
+from _train_helpers import correction_scene, train_disk_model
 
 from napari_cellgen._progress import run
 from napari_cellgen.models.store import load_model
-from napari_cellgen.train.loop import TrainConfig, corrections_config, train_model
+from napari_cellgen.train.loop import corrections_config, train_model
 
 
 def _prob(path, img, z):
@@ -20,25 +20,12 @@ def _prob(path, img, z):
     return prob.astype(np.float32) / 255 if prob.dtype == np.uint8 else prob
 
 
-def _scene(seed):
-    """Dark disks (mitochondria) plus, on every slice, a dark square (a look-alike) and a striped patch."""
-    img, mask = blob_stack(4, 96, seed, radius=(6, 10), margin=14, blobs=3, contrast=110, noise=8)
-    img[:, 70:86, 8:24] = 60  # dark square: the starting model calls it a mitochondrion
-    img[:, 8:24, 70:86] = np.where(np.arange(16) % 4 < 2, 130, 230)[None, None, :]  # stripes: missed
-    mask[:, 70:86, 8:24] = 0
-    mask[:, 8:24, 70:86] = 0
-    return img, mask
-
-
 def test_corrections_are_learned_and_the_last_weights_kept(tmp_path, monkeypatch):
     monkeypatch.setenv("CELLGEN_USER_DIR", str(tmp_path / "user"))
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    img0, mask0 = blob_stack(4, 96, 1, radius=(6, 10), margin=14, blobs=3, contrast=110, noise=8)
-    base = TrainConfig(steps=150, scale=1.0, context=0, base=8, depth=2, patch=48, batch=8, val_every=10**9,
-                       tile=96, overlap=16, lr=1e-2, elastic_p=0.0, val_fraction=0.0, threads=1)
-    run(train_model([(img0, mask0, None)], tmp_path / "base", base))
-    img, mask = _scene(0)
+    train_disk_model(tmp_path / "base")
+    img, mask = correction_scene(0)
     p0 = _prob(tmp_path / "base", img, 1)
     assert p0[72:84, 10:22].mean() > 0.5 and p0[10:22, 72:84].mean() < 0.5  # the two mistakes to fix
 

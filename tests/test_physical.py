@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from torch import nn
 
 from napari_cellgen.segment.physical import adapt
@@ -75,3 +74,36 @@ def test_pipeline_rescales_and_switches_context():
     # disagreeing neighbours erase the dark squares when read as context, not when each slice is its own
     assert (thin[0, 25:35, 25:35] == 0).all()
     assert (thick.labels[0, 25:35, 25:35] > 0).all() and (thick.labels[1, 7:13, 7:13] > 0).all()
+
+
+def test_a_given_pixel_size_is_used_when_the_file_has_none():
+    probe = Probe()
+    img = _stack()
+    opts = SegmentOptions(device="cpu", min_size=1, views=1, measure=False, slices="volume",
+                          pixel_size=(5.0, 10.0, 10.0))
+    res = segment(img, opts, model=(probe, CARD))
+    assert max(s[0] for s in probe.sizes) == 64 and "resized by 1" in res.message
+    probe.sizes.clear()
+    res = segment(img, SegmentOptions(device="cpu", min_size=1, views=1, measure=False, slices="volume",
+                                      pixel_size=(10.0,)), model=(probe, CARD))  # one number: every axis
+    assert max(s[0] for s in probe.sizes) == 64
+    with pytest.raises(ValueError, match="pixel-size"):
+        SegmentOptions(pixel_size=(0.0,)).validate()
+    with pytest.raises(ValueError, match="1 or 3 numbers"):
+        segment(img, SegmentOptions(device="cpu", pixel_size=(5.0, 5.0)), model=(probe, CARD))
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "5,5,5,5", "nan"])
+def test_cli_refuses_a_bad_pixel_size_in_one_line(tmp_path, capsys, value):
+    import tifffile
+
+    from napari_cellgen.cli import main
+
+    tifffile.imwrite(tmp_path / "em.tif", np.zeros((3, 32, 32), np.uint8))
+    try:
+        rc = main(["segment", str(tmp_path / "em.tif"), "-o", str(tmp_path / "l.tif"), "--pixel-size", value])
+    except SystemExit as exc:  # argparse's own refusal
+        rc = exc.code
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "pixel" in err and "Traceback" not in err
+    assert not (tmp_path / "l.tif").exists()

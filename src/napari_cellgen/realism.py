@@ -75,9 +75,9 @@ def grouped_folds(labels, groups, k: int, rng) -> np.ndarray:
     return fold
 
 
-def small_cnn(width: int = 16):
-    """A ~60k-parameter CNN: a lossless 2x space-to-depth (keeps the finest detail), four conv
-    blocks with BatchNorm, global average pooling and a linear logit."""
+def small_cnn(width: int = 8):
+    """A small CNN (15k parameters at width 8, 61k at 16): a lossless 2x space-to-depth (keeps the
+    finest detail), four conv blocks with BatchNorm, global average pooling and a linear logit."""
     from torch import nn
 
     w = width
@@ -146,7 +146,7 @@ def c2st(
     steps: int = 150,
     batch: int = 32,
     lr: float = 3e-3,
-    width: int = 16,
+    width: int = 8,
     seed: int = 0,
     n_boot: int = 2000,
     standardize: bool = False,

@@ -10,21 +10,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _train_helpers import blob_stack  # noqa: E402
-
-from napari_cellgen._progress import run  # noqa: E402
-from napari_cellgen.train.loop import TrainConfig, train_model  # noqa: E402
+from _train_helpers import SQUARE, STRIPES, correction_scene, train_disk_model  # noqa: E402
 
 TIMEOUT = 120000
-SQUARE = (slice(70, 86), slice(8, 24))  # a dark look-alike: the model calls it a mitochondrion
-STRIPES = (slice(8, 24), slice(70, 86))  # a striped mitochondrion the model misses
-
-
-def _scene():
-    img, _ = blob_stack(4, 96, 0, radius=(6, 10), margin=14, blobs=3, contrast=110, noise=8)
-    img[(slice(None), *SQUARE)] = 60
-    img[(slice(None), *STRIPES)] = np.where(np.arange(16) % 4 < 2, 130, 230)[None, None, :]
-    return img
 
 
 def test_fine_tuning_learns_the_painted_corrections(make_napari_viewer, qtbot, tmp_path, monkeypatch):
@@ -35,14 +23,11 @@ def test_fine_tuning_learns_the_painted_corrections(make_napari_viewer, qtbot, t
     monkeypatch.setenv("CELLGEN_USER_DIR", str(tmp_path / "user"))
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    img0, mask0 = blob_stack(4, 96, 1, radius=(6, 10), margin=14, blobs=3, contrast=110, noise=8)
-    cfg = TrainConfig(steps=150, scale=1.0, context=0, base=8, depth=2, patch=48, batch=8, val_every=10**9,
-                      tile=96, overlap=16, lr=1e-2, elastic_p=0.0, val_fraction=0.0, threads=1)
-    run(train_model([(img0, mask0, None)], tmp_path / "run", cfg, register_as="blobs"))
+    train_disk_model(tmp_path / "run", register_as="blobs")
     pipeline._MODEL_CACHE.clear()
 
     viewer = make_napari_viewer()
-    viewer.add_image(_scene(), name="em")
+    viewer.add_image(correction_scene(0)[0], name="em")
     seg, tr = SegmentWidget(viewer), TrainWidget(viewer)
     viewer.window.add_dock_widget(seg, name="Segment")
     viewer.window.add_dock_widget(tr, name="Train")

@@ -134,6 +134,12 @@ class SegmentWidget(Container):
                                        "micrographs) is detected and segmented slice by slice; volume: "
                                        "neighbouring slices are the model's context; independent: each slice "
                                        "alone (cellgen segment --slices)")
+        self.pixel_size = LineEdit(label="pixel size (nm)", value="",
+                                   tooltip="empty: the layer's (from its file); else one number or Z,Y,X in nm. "
+                                           "The model runs at its training pixel size (cellgen segment --pixel-size)")
+        self.z_context = ComboBox(label="z context", choices=["auto", "neighbours", "self"], value="auto",
+                                  tooltip="auto: each slice is its own context when sections are >= 3x thicker "
+                                          "than the model's training data (cellgen segment --z-context)")
         self.min_size = SpinBox(label="min size (px)", min=0, max=10**7, value=200)
         self.split = CheckBox(label="split touching", value=False)
         self.views = ComboBox(label="views", choices=[("1 (fastest)", 1), ("2 (+ 180° rotation)", 2),
@@ -151,7 +157,8 @@ class SegmentWidget(Container):
         self.status.native.setWordWrap(True)
         self.extend([self.image, self.model, self.threshold, self.mode, self.run_btn, self.cancel_btn,
                      self.progress, self.status])
-        self._advanced = Advanced(self, [self.model_dir, self.slices, self.min_size, self.split, self.views,
+        self._advanced = Advanced(self, [self.model_dir, self.slices, self.pixel_size, self.z_context,
+                                         self.min_size, self.split, self.views,
                                          self.tile, self.overlap, self.device, self.scheduler], before=self.run_btn)
         widen(self.image, self.model)
         self.run_btn.changed.connect(self.start)
@@ -210,7 +217,17 @@ class SegmentWidget(Container):
             overlap=int(self.overlap.value), device=self.device.value,
             mode="3d" if self.mode.value == "3D" else "2d", min_size=int(self.min_size.value),
             split=bool(self.split.value), views=int(self.views.value), slices=self.slices.value,
+            z_context=self.z_context.value, pixel_size=self._pixel_size(),
         )
+
+    def _pixel_size(self):
+        text = self.pixel_size.value.strip()
+        if not text:
+            return None
+        try:
+            return tuple(float(v) for v in text.replace("x", ",").split(",") if v.strip())
+        except ValueError:
+            raise ValueError(f"pixel size {text!r} is not numbers of nm (e.g. 5 or 40,5,5)") from None
 
     def reset_choices(self, *args):
         super().reset_choices(*args)

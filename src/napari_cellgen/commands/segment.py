@@ -49,6 +49,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="auto (default): a stack of unrelated images (generated tiles, separate micrographs) "
                    "is detected and segmented slice by slice; volume: always use neighbouring slices as "
                    "context; independent: each slice alone, like --2d")
+    p.add_argument("--pixel-size", type=_nm_list, default=None, metavar="NM",
+                   help="the image's pixel size in nm: one number (every axis) or Z,Y,X; overrides the file's. "
+                   "The model then runs at its training pixel size (default: the file's, if it says)")
+    p.add_argument("--z-context", choices=("auto", "neighbours", "self"), default="auto",
+                   help="the model's 2.5D context: auto (default): each slice is its own context when the "
+                   "sections are >= 3x thicker than the model's training data (e.g. 40 nm ssTEM vs 5 nm); "
+                   "neighbours: always the neighbouring slices; self: never")
     p.add_argument("--split", action="store_true", help="split touching objects (watershed)")
     p.add_argument("--median", action="store_true", help="3x3x3 median filter on probabilities")
     p.add_argument("--views", type=int, default=2, choices=(1, 2, 4), metavar="VIEWS",
@@ -91,7 +98,7 @@ def run(args) -> int:
         model=args.model, threshold=args.threshold, tile=args.tile, overlap=args.overlap,
         min_size=args.min_size, mode="2d" if args.two_d else "3d", split=args.split, median=args.median,
         device=args.device, batch=args.batch, views=args.views, measure=bool(args.csv),
-        slices=args.slices,
+        slices=args.slices, pixel_size=args.pixel_size, z_context=args.z_context,
     ).validate()
     number(args.workers, "--workers", lo=1, hi=1024, integer=True, none_ok=True)
     number(args.block_z, "--block-z", lo=1, integer=True, none_ok=True)
@@ -221,6 +228,14 @@ def _run_blockwise(args, src: Path, out: Path, image, pixel_size, opts) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _nm_list(text: str) -> tuple:
+    """'5' or '40,5,5' -> (5.0,) / (40.0, 5.0, 5.0); argparse turns a ValueError into a one-line error."""
+    try:
+        return tuple(float(v) for v in str(text).replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not numbers of nm: {text!r} (e.g. 5 or 40,5,5)") from None
 
 
 def _pixel_size(meta: dict):

@@ -78,7 +78,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="time budget for the denoiser, stops early (default: none, all --diffusion-steps)")
     p.add_argument("--minutes", type=float, default=None, metavar="M",
                    help="wall-clock budget of the whole training: a VAE being trained gets "
-                   f"{round(100 * d.vae_share)} %% of it, the denoiser the rest (all of it when --vae-steps 0 keeps the "
+                   f"{round(100 * d.vae_share)} %% of it, the denoiser the rest (all of it when --vae-steps 0 "
+                   "keeps the "
                    "VAE of --generator); the step counts become upper bounds (default: none or 0, "
                    "run the step counts)")
     p.add_argument(

@@ -166,7 +166,7 @@ def segment_blockwise_iter(
         raise ValueError(f"blockwise segmentation needs a (Z, Y, X) stack, got shape {tuple(image.shape)}")
     from dataclasses import replace
 
-    from .physical import adapt
+    from .physical import adapt, given_pixel_size
     from .slices import resolve
 
     try:
@@ -182,7 +182,9 @@ def segment_blockwise_iter(
     if client is None:
         pick_device(opt.device)  # fail now, not in the first block, for an impossible device
     net, card = _model_for(opt, model)
-    card, own_context, _ = adapt(card, pixel_size, ndim=3, z_context=opt.z_context)  # as in memory
+    pixel_size = given_pixel_size(opt.pixel_size, pixel_size, 3)
+    card, own_context, notes = adapt(card, pixel_size, ndim=3, z_context=opt.z_context)  # as in memory
+    message = "; ".join([m for m in (message, *notes) if m])
     independent = independent or own_context
     n = int(image.shape[0])
     block_z = int(block_z or default_block_z(image.shape))

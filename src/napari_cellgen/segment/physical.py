@@ -36,6 +36,17 @@ def _xyz(pixel_size) -> tuple[float | None, float | None]:
     return z, xy
 
 
+def given_pixel_size(given, file_pixel_size, ndim: int):
+    """The pixel size to use: the user's (one number = every axis; else one per axis), else the file's."""
+    if not given:
+        return file_pixel_size
+    ps = tuple(float(v) for v in given)
+    ps = ps * ndim if len(ps) == 1 else ps
+    if len(ps) != ndim:
+        raise ValueError(f"--pixel-size needs 1 or {ndim} numbers for a {ndim}D image, got {len(ps)}")
+    return ps
+
+
 def adapt(card: dict, pixel_size=None, *, ndim: int = 3, z_context: str = "auto") -> tuple[dict, bool, list[str]]:
     """``(card, own_context, messages)`` for running the model on an image of ``pixel_size`` nm.
 

@@ -42,6 +42,9 @@ class SegmentOptions:
     # the 2.5D context of thick sections: "auto" (each slice is its own context when the image's
     # z spacing is >= 3x the model's), "neighbours" or "self" (segment/physical.py)
     z_context: str = "auto"
+    # the image's pixel size in nm, (y, x) or (z, y, x), when its file does not say (it overrides the
+    # file's): the model then runs at its training pixel size (segment/physical.py)
+    pixel_size: tuple | None = None
     # former names, accepted as keywords for a release (and readable as attributes, below)
     tta: InitVar[int | None] = None
     batch_size: InitVar[int | None] = None
@@ -74,6 +77,11 @@ class SegmentOptions:
                none_ok=True)
         choice(self.mode, "mode", ("2d", "3d"))
         choice(self.z_context, "z context", ("auto", "neighbours", "self"))
+        if self.pixel_size is not None:
+            if not 1 <= len(tuple(self.pixel_size)) <= 3:
+                raise ValueError(f"--pixel-size takes 1 to 3 numbers (z, y, x in nm), got {self.pixel_size!r}")
+            for v in self.pixel_size:
+                number(v, "--pixel-size", lo=0, hi=1e6, lo_open=True)
         return self
 
 
@@ -139,9 +147,9 @@ def segment_iter(
     (stages "segment", "label", "measure"); close the generator to cancel.
     """
     from .measure import measure_iter
+    from .physical import adapt, given_pixel_size
     from .postprocess import label_stack
     from .predict import check_image, pick_device, predict_stack
-    from .physical import adapt
     from .slices import resolve
 
     opt = (options or SegmentOptions()).validate()
@@ -152,6 +160,7 @@ def segment_iter(
         net, card = get_model(opt.model, device)
     else:
         net, card = model
+    pixel_size = given_pixel_size(opt.pixel_size, pixel_size, image.ndim)
     card, own_context, notes = adapt(card, pixel_size, ndim=image.ndim, z_context=opt.z_context)
     message = "; ".join([m for m in (message, *notes) if m])
     if prob_out is None:
