@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from _train_helpers import correction_scene, train_disk_model
+from _train_helpers import blob_stack, correction_scene, train_disk_model
 
 from napari_cellgen._progress import run
 from napari_cellgen.models.store import load_model
@@ -43,3 +43,47 @@ def test_corrections_are_learned_and_the_last_weights_kept(tmp_path, monkeypatch
     assert p1[72:84, 10:22].mean() < 0.5, "the erased object came back"
     disks = (mask[1] > 0)
     assert (p1[disks] > 0.5).mean() > 0.8  # and it still finds the mitochondria it found before
+
+
+def test_cli_corrections_uses_the_docks_recipe(tmp_path, monkeypatch, capsys):
+    import tifffile
+
+    from napari_cellgen.cli import main
+    from napari_cellgen.models.store import read_card
+
+    monkeypatch.setenv("CELLGEN_USER_DIR", str(tmp_path / "user"))
+    train_disk_model(tmp_path / "base")
+    img, mask = correction_scene(0)
+    tifffile.imwrite(tmp_path / "em.tif", img)
+    tifffile.imwrite(tmp_path / "fixed.tif", mask)
+    rc = main(["train", "--images", str(tmp_path / "em.tif"), "--masks", str(tmp_path / "fixed.tif"),
+               "--model", str(tmp_path / "base"), "--corrections", "--slices", "1", "--steps", "3",
+               "--patch", "48", "--threads", "1", "--quiet", "--no-register", "-o", str(tmp_path / "ft")])
+    assert rc == 0, capsys.readouterr().err
+    card = read_card(tmp_path / "ft")
+    assert card["training"]["selection"] == "last" and card["training"]["config"]["emphasis"] > 0
+    anchors = card["training"]["anchors"]  # the other labelled slices, if the model agreed with the fixes
+    assert anchors["used"] == (anchors["start_iou_on_painted"] >= 0.8)
+    assert not anchors["used"] or anchors["slices"] == [0, 2, 3]
+    assert card["metrics"]["step"] == 3
+    rc = main(["train", "--images", str(tmp_path / "em.tif"), "--masks", str(tmp_path / "fixed.tif"),
+               "--model", str(tmp_path / "base"), "--corrections", "-o", str(tmp_path / "ft2")])
+    assert rc == 2 and "--slices" in capsys.readouterr().err
+
+
+def test_anchors_only_when_the_model_already_agreed(tmp_path, monkeypatch):
+    from napari_cellgen.train.loop import correction_data
+
+    monkeypatch.setenv("CELLGEN_USER_DIR", str(tmp_path / "user"))
+    train_disk_model(tmp_path / "base")
+    img, mask = blob_stack(4, 96, 1, radius=(6, 10), margin=14, blobs=3, contrast=110, noise=8)
+    cfg = corrections_config(str(tmp_path / "base"), "ft", steps=2, patch_px=48)
+    cfg.threads = 1
+    pairs, anchors = correction_data(img, mask, [1])
+    assert [zs for _, _, zs in anchors] == [[0, 2, 3]]
+    card = run(train_model(pairs, tmp_path / "a", cfg, anchors=anchors))["card"]
+    assert card["training"]["anchors"]["used"]  # the disks it knows: its own labels are kept elsewhere
+    wrong = np.where(mask > 0, 0, 255).astype(np.uint8)  # corrections that contradict it everywhere
+    pairs, anchors = correction_data(img, wrong, [1])
+    card = run(train_model(pairs, tmp_path / "b", cfg, anchors=anchors))["card"]
+    assert not card["training"]["anchors"]["used"] and "not kept" in card["training"]["anchors"]["why"]

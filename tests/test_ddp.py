@@ -76,7 +76,7 @@ def test_resume_is_refused_with_several_processes(tmp_path):
 
 
 @pytest.mark.parametrize("kw, word", [({"ema": 0.99}, "--ema"), ({"hard_prob": 0.2}, "--hard"),
-                                      ({"emphasis": 4.0}, "emphasis")])
+                                      ({"emphasis": 4.0}, "--corrections")])
 def test_ddp_refuses_what_its_loop_does_not_do(tmp_path, kw, word):
     img, mask = _ddp_stack()
     cfg = TrainConfig(steps=2, **kw)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 
@@ -82,8 +84,14 @@ def edited_slices(paint_atoms) -> set[int]:
     return zs
 
 
+_MARKED: weakref.WeakSet = weakref.WeakSet()  # layers whose paint events _mark_edited follows
+
+
 def _mark_edited(layer):
-    """Flag painted output layers (and remember the painted slices, for fine-tuning)."""
+    """Flag painted output layers (and remember the painted slices, for fine-tuning); once per layer."""
+    if layer in _MARKED:
+        return
+    _MARKED.add(layer)
 
     def on_paint(event=None):
         layer.metadata["cellgen_edited"] = True
@@ -92,6 +100,19 @@ def _mark_edited(layer):
             layer.metadata["cellgen_edited_slices"] = sorted(done | edited_slices(event.value))
 
     layer.events.paint.connect(on_paint)
+
+
+def track_edits(viewer) -> None:
+    """Remember the painted slices of every Labels layer of ``viewer``, now and when added (for fine-tuning)."""
+    from napari.layers import Labels
+
+    def watch(layer):
+        if isinstance(layer, Labels):
+            _mark_edited(layer)
+
+    viewer.layers.events.inserted.connect(lambda e: watch(e.value))
+    for layer in viewer.layers:
+        watch(layer)
 
 
 def put_labels(viewer, name: str, labels: np.ndarray, *, like=None, scale=None, features=None, metadata=None):

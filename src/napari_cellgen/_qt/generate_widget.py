@@ -18,7 +18,7 @@ from magicgui.widgets import (
 
 from ._collapse import Advanced
 from ._layers import bring_into_view, geometry_of, pixel_size_of, widen
-from ._workers import QuietGeneratorWorker, surfacing_errors
+from ._workers import Job
 
 MODES = ["from Labels layer", "new pairs", "unconditional"]
 
@@ -49,7 +49,7 @@ class GenerateWidget(Container):
         import napari
 
         self._viewer = viewer
-        self._worker = None
+        self._job = None  # the last run (a _workers.Job)
         self.generator = ComboBox(label="generator", choices=_generator_choices)
         self.mode = ComboBox(label="mode", choices=MODES, value=MODES[0])
         self.labels = create_widget(annotation=napari.layers.Labels, label="masks from",
@@ -104,7 +104,6 @@ class GenerateWidget(Container):
         return np.repeat(data[None], int(self.n.value), axis=0)
 
     def start(self):
-        from napari.qt.threading import create_worker
         from napari.utils.notifications import show_error
 
         from ..generate.sample import sample
@@ -123,16 +122,10 @@ class GenerateWidget(Container):
         n = None if masks is not None else int(self.n.value)
         self._source = (self.labels.value if masks is not None else None,
                         self._viewer.dims.point[-3] if self._viewer.dims.ndim >= 3 else None)
-        self._worker = create_worker(surfacing_errors(sample), self.generator.value, masks, n,
-                                     _start_thread=False, _worker_class=QuietGeneratorWorker,
-                                     _ignore_errors=True, **kw)
-        self._worker.yielded.connect(self._progress)
-        self._worker.returned.connect(self._done)
-        self._worker.errored.connect(lambda e: show_error(f"Generation failed: {e}"))
-        self._worker.finished.connect(lambda: self._set_running(False))
+        self._job = Job(sample, self.generator.value, masks, n, **kw, on_progress=self._progress,
+                        on_done=self._done, on_error=self._failed, on_end=self._ended_as)
         self._set_running(True)
         self.status.value = "generating..."
-        self._worker.start()
 
     def _progress(self, p):
         self.progress.max = max(1, p.total)
@@ -183,12 +176,22 @@ class GenerateWidget(Container):
             meta["pixel_size_nm"] = tuple(ps[-3:]) if len(ps) >= 3 else (ps[-2], *ps[-2:])
         return geo, meta
 
+    def _failed(self, exc):
+        from napari.utils.notifications import show_error
+
+        show_error(f"Generation failed: {exc}")
+        self.status.value = f"error: {exc}"
+
+    def _ended_as(self, state: str):
+        self._set_running(False)
+        if state == "cancelled":  # the job's state, set from the worker's signals, never from the status text
+            self.status.value = "cancelled"
+
     def _set_running(self, running: bool):
         self.run_btn.enabled = not running
         self.cancel_btn.enabled = running
-        if not running and self.status.value == "generating...":
-            self.status.value = "cancelled"
 
     def cancel(self):
-        if self._worker is not None:
-            self._worker.quit()
+        if self._job is not None and self._job.running:
+            self._job.cancel()
+            self.status.value = "cancelling..."

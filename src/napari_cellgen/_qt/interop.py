@@ -89,3 +89,44 @@ def save_labels_into_zarr(image_layer, labels_layer, name: str = "mitochondria",
     check_labels_target(target, tuple(data.shape))  # refused here, before a thread starts
     return _start(write_labels, target, data, what="Saving the labels", on_end=on_end,
                   done=lambda p: f"labels saved into {root.name}: labels/{p.name}")
+
+
+class BioimageioExport:
+    """The Train dock's "Export to bioimage.io" button (mixed into TrainWidget, which owns ``status``,
+    ``progress`` and ``base``): exports the model just trained (``_trained``), else "start from"."""
+
+    def _add_export(self):
+        from magicgui.widgets import PushButton
+
+        from ._collapse import _row_of
+
+        self._trained = None
+        self._export_worker = None
+        self.export_btn = PushButton(text="Export to bioimage.io…",
+                                     tooltip="write the model just trained (else the 'start from' model) as a "
+                                             "bioimage.io package (.zip) for other tools")
+        layout = self.native.layout()  # under Start/Stop
+        layout.insertWidget(_row_of(layout, self.progress.native), self.export_btn.native)
+        self.export_btn.changed.connect(lambda: self.export_bioimageio())
+
+    def export_bioimageio(self, path=None):
+        """Export to ``path`` (asked with a file dialog when None); returns the thread worker."""
+        from napari.utils.notifications import show_error
+
+        model = self._trained or (self.base.value if self.base.value not in (None, "scratch") else None)
+        if model is None:
+            show_error("Train a model first (or choose one under 'start from') to export it.")
+            return None
+        name = Path(str(model)).name
+        path = path or ask_path(self.native, "Export to bioimage.io", "bioimage.io package (*.zip)", save=True)
+        if not path:
+            return None
+        self.export_btn.enabled = False
+        self.status.value = f"exporting {name} to {Path(path).name}..."
+
+        def ended(result, exc):
+            self.export_btn.enabled = True
+            self.status.value = f"exported {name}: {result}" if exc is None else f"export failed: {exc}"
+
+        self._export_worker = export_bioimageio(model, path, on_end=ended)
+        return self._export_worker

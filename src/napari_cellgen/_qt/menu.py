@@ -6,7 +6,7 @@ import napari
 
 
 def segment_selected(viewer: napari.viewer.Viewer):
-    """Segment the active image layer with the default model and options (in a thread)."""
+    """Segment the active image layer with the default model and options (in a thread); returns the Job."""
     import napari
     from napari.utils import progress
     from napari.utils.notifications import show_error
@@ -28,10 +28,9 @@ def segment_selected(viewer: napari.viewer.Viewer):
         pbar.refresh()
 
     try:
-        worker = run_segmentation(viewer, layer, SegmentOptions(), on_progress=on_progress)
+        return run_segmentation(viewer, layer, SegmentOptions(), on_progress=on_progress,
+                                on_end=lambda state: pbar.close())
     except ValueError as exc:
         pbar.close()
         show_error(str(exc))
         return None
-    worker.finished.connect(pbar.close)
-    return worker

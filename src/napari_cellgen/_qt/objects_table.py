@@ -46,7 +46,7 @@ class ObjectsTable(QWidget):
         self._watched = None
         self._stale = False  # painted since the shown measurements
         self._edits = 0  # paint strokes seen on the watched layer (a measurement started before one is stale)
-        self._worker = None
+        self._job = None  # the running measurement (a _workers.Job)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(REMEASURE_MS)
@@ -142,32 +142,26 @@ class ObjectsTable(QWidget):
 
     def remeasure(self, sync: bool = False):
         """Measure the current layer again (in a thread unless ``sync``); the table follows."""
-        from napari.qt.threading import create_worker
-
         from .._progress import run
         from ..segment.measure import measure_iter
-        from ._workers import QuietGeneratorWorker, surfacing_errors
+        from ._workers import Job
 
         layer = self.layer
         self._timer.stop()
         if layer is None:
             return
-        if self._worker is not None:  # one at a time: the stroke count tells whether to run again
+        if self._job is not None:  # one at a time: the stroke count tells whether to run again
             self._timer.start()
             return
         args, edits = self._measure_args(layer), self._edits
         if sync:
             return self._apply(layer, edits, run(measure_iter(*args)))
         self.hint.setText(f"measuring the objects of {layer.name!r}…")
-        self._worker = create_worker(surfacing_errors(measure_iter), *args, _start_thread=False,
-                                     _worker_class=QuietGeneratorWorker, _ignore_errors=True)
-        self._worker.returned.connect(lambda table: self._apply(layer, edits, table))
-        self._worker.errored.connect(lambda exc: self.hint.setText(f"measuring failed: {exc}"))
-        self._worker.finished.connect(self._measured)
-        self._worker.start()
+        self._job = Job(measure_iter, *args, on_done=lambda table: self._apply(layer, edits, table),
+                        on_error=lambda exc: self.hint.setText(f"measuring failed: {exc}"), on_end=self._measured)
 
-    def _measured(self):
-        self._worker = None
+    def _measured(self, state=None):
+        self._job = None
 
     def _apply(self, layer, edits: int, table: dict):
         if layer is not self.layer:

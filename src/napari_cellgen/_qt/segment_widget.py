@@ -21,7 +21,7 @@ from magicgui.widgets import (
 
 from ._collapse import Advanced
 from ._layers import features_from, layer_array, pixel_size_of, put_labels, widen
-from ._workers import QuietGeneratorWorker, surfacing_errors
+from ._workers import Job
 
 
 def _model_choices(_widget=None):
@@ -55,13 +55,15 @@ def _cluster_job(layer, data, options, scheduler: str, pixel_size):
                                                             "pixel_size": pixel_size}
 
 
-def run_segmentation(viewer, layer, options, *, on_progress=None, on_done=None, on_error=None, scheduler=None):
-    """Start a thread worker segmenting ``layer``; returns the (started) worker.
+def run_segmentation(viewer, layer, options, *, on_progress=None, on_done=None, on_error=None, on_end=None,
+                     scheduler=None):
+    """Start a :class:`Job` segmenting ``layer`` in a thread; returns it (``cancel()``, ``state``).
 
+    ``on_done(layer, result)`` after the labels layer is added, ``on_error(exc)`` after the error
+    is shown, ``on_end(state)`` when the thread has finished ("done", "failed" or "cancelled").
     With ``scheduler`` (a dask address) the stack is segmented block by block on that cluster and
     the labels are written to a zarr in the user folder (its path is in the layer's metadata).
     """
-    from napari.qt.threading import create_worker
     from napari.utils.notifications import show_error, show_info
 
     from ..segment.pipeline import segment_iter
@@ -76,9 +78,6 @@ def run_segmentation(viewer, layer, options, *, on_progress=None, on_done=None, 
         func, args, kwargs = _cluster_job(layer, data, options, scheduler, pixel_size)
     else:
         func, args, kwargs = segment_iter, (data, options), {"pixel_size": pixel_size}
-    # errors go to `errored` below only (not re-raised in the main thread, not relayed twice)
-    worker = create_worker(surfacing_errors(func), *args, **kwargs, _start_thread=False,
-                           _worker_class=QuietGeneratorWorker, _ignore_errors=True)
 
     def returned(res):
         table = res.table or {}
@@ -98,12 +97,7 @@ def run_segmentation(viewer, layer, options, *, on_progress=None, on_done=None, 
         if on_error:
             on_error(exc)
 
-    worker.returned.connect(returned)
-    worker.errored.connect(errored)
-    if on_progress:
-        worker.yielded.connect(on_progress)
-    worker.start()
-    return worker
+    return Job(func, *args, **kwargs, on_progress=on_progress, on_done=returned, on_error=errored, on_end=on_end)
 
 
 class SegmentWidget(Container):
@@ -114,8 +108,7 @@ class SegmentWidget(Container):
         import napari
 
         self._viewer = viewer
-        self._worker = None
-        self._ended = True  # the last run returned or failed (else it was cancelled)
+        self._job = None  # the last run (a _workers.Job)
         self.image = create_widget(annotation=napari.layers.Image, label="image")
         self.model = ComboBox(label="model", choices=_model_choices)
         self.model_dir = FileEdit(label="or checkpoint", mode="d", value="",
@@ -240,21 +233,24 @@ class SegmentWidget(Container):
             self.model.value = name
             self.model_dir.line_edit.value = ""  # (FileEdit.value = "" would mean the working directory)
 
+    @property
+    def _ended(self) -> bool:
+        """The last run has ended (returned, failed or was cancelled), or there was none."""
+        return self._job is None or not self._job.running
+
     def start(self):
         from napari.utils.notifications import show_error
 
         try:
-            self._worker = run_segmentation(
+            self._job = run_segmentation(
                 self._viewer, self.image.value, self.options(), on_progress=self._progress,
                 on_done=lambda _, res: self._finish(f"done — {res.message}" if res.message else "done"),
                 on_error=lambda e: self._finish(f"error: {e}"),
-                scheduler=self.scheduler.value.strip() or None,
+                on_end=self._ended_as, scheduler=self.scheduler.value.strip() or None,
             )
         except ValueError as exc:
             show_error(str(exc))
             return
-        self._ended = False
-        self._worker.finished.connect(lambda: self._set_running(False))
         self._set_running(True)
         self.status.value = "segmenting..."
 
@@ -264,16 +260,18 @@ class SegmentWidget(Container):
         self.status.value = f"{p.stage} {p.done}/{p.total}"
 
     def _finish(self, msg):
-        self._ended = True
         self.status.value = msg
+
+    def _ended_as(self, state: str):
+        self._set_running(False)
+        if state == "cancelled":  # the job's state, set from the worker's signals ("done"/"failed" said so)
+            self.status.value = "cancelled"
 
     def _set_running(self, running: bool):
         self.run_btn.enabled = not running
         self.cancel_btn.enabled = running
-        if not running and not self._ended:  # finished without a result or an error
-            self.status.value = "cancelled"
 
     def cancel(self):
-        if self._worker is not None:
-            self._worker.quit()
+        if self._job is not None and self._job.running:
+            self._job.cancel()
             self.status.value = "cancelling..."

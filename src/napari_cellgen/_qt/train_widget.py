@@ -7,7 +7,6 @@ widget values into their arguments and their progress into a bar, a label and a 
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -24,44 +23,14 @@ from magicgui.widgets import (
     Select,
     SpinBox,
 )
-from napari.qt.threading import create_worker
 from napari.utils.notifications import notification_manager, show_error, show_info
 
 from ._collapse import Advanced
-from ._layers import layer_array, widen
+from ._layers import layer_array, track_edits, widen
 from ._train_generator import GeneratorTraining, _stamp
 from ._train_plot import TrainPlot
-from ._workers import QuietGeneratorWorker, surfacing_errors
-
-
-class _TrainWorker(QuietGeneratorWorker):
-    """``quit()`` asks the job to stop after the current step.
-
-    The job then closes the training generator in the worker thread (which writes the
-    best checkpoint) and returns normally, so ``returned`` still fires. Errors are shown
-    by the widget only (TrainWidget._errored).
-    """
-
-    def __init__(self, func, *args, **kwargs):
-        stop = threading.Event()
-        super().__init__(func, *args, stop=stop.is_set, **kwargs)
-        self.stop_event = stop
-
-    def quit(self) -> None:
-        self.stop_event.set()
-
-
-def _if_alive(method):
-    """Skip a worker callback that arrives after the widget was closed (Qt objects deleted)."""
-
-    def wrapper(self, *args):
-        try:
-            return method(self, *args)
-        except RuntimeError as exc:
-            if "has been deleted" not in str(exc):
-                raise
-
-    return wrapper
+from ._workers import Job, if_alive
+from .interop import BioimageioExport
 
 
 class _LayerSelect(Select):
@@ -73,7 +42,7 @@ class _LayerSelect(Select):
         return True
 
 
-class TrainWidget(GeneratorTraining, Container):
+class TrainWidget(GeneratorTraining, BioimageioExport, Container):
     """Train a segmenter from scratch or fine-tune one on the layers you corrected."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
@@ -81,7 +50,7 @@ class TrainWidget(GeneratorTraining, Container):
         import napari
 
         self._viewer = viewer
-        self._worker = None
+        self._job = None  # the running training (a _workers.Job), None when idle
         self._history: dict[str, list] = {"step": [], "loss": [], "vstep": [], "iou": []}
         self._t0 = (0.0, 0)
         img_t, lab_t = napari.layers.Image, napari.layers.Labels
@@ -105,7 +74,7 @@ class TrainWidget(GeneratorTraining, Container):
             label="minutes", min=0.0, max=100_000.0, step=5.0, value=0.0, visible=False,
             tooltip="wall-clock budget of the whole training (the VAE gets 40 %, none when its VAE is kept; "
                     "the denoiser the rest); the step counts become upper bounds. 0 = use the step counts")
-        self.steps = SpinBox(label="steps", min=1, max=100000, value=300)
+        self.steps = SpinBox(label="steps", min=1, max=100000, value=400)
         self.patch = SpinBox(label="patch (px)", min=32, max=2048, step=32, value=256)
         self.batch = SpinBox(label="batch", min=1, max=128, value=8)
         self.lr = LineEdit(label="learning rate", value="auto", tooltip="auto: 2e-3 scratch, 5e-4 fine-tune")
@@ -158,9 +127,7 @@ class TrainWidget(GeneratorTraining, Container):
         self._pool_changed()
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
             ev.connect(self.reset_choices)
-        viewer.layers.events.inserted.connect(lambda e: self._watch(e.value))
-        for layer in viewer.layers:
-            self._watch(layer)
+        track_edits(viewer)  # the slices painted in each Labels layer (for fine-tuning)
 
     # the widgets that belong to each kind of training
     _SEG_ONLY = ("base", "steps", "patch", "batch", "lr", "val_fraction", "pool_info", "synthetic_ratio",
@@ -217,19 +184,6 @@ class TrainWidget(GeneratorTraining, Container):
             if c in choices:
                 return c
         return choices[1] if len(choices) > 1 else "scratch"
-
-    def _watch(self, layer):
-        """Remember which slices of a Labels layer the user painted (for fine-tuning)."""
-        from napari.layers import Labels
-
-        if isinstance(layer, Labels) and layer.ndim == 3:
-            from ._layers import edited_slices
-
-            def on_paint(event, layer=layer):
-                done = set(layer.metadata.get("cellgen_edited_slices", []))
-                layer.metadata["cellgen_edited_slices"] = sorted(done | edited_slices(event.value))
-
-            layer.events.paint.connect(on_paint)
 
     # -- the correction loop --------------------------------------------------------
     def finetune_on_corrections(self):
@@ -327,8 +281,12 @@ class TrainWidget(GeneratorTraining, Container):
                           notes={"base_model": info["name"], "layers": [lyr.name for lyr in labels]})
         return pairs, default_run_dir(name), cfg
 
+    @property
+    def _worker(self):  # (the name the tests and older code use)
+        return self._job
+
     def start(self):
-        if self._worker is not None:
+        if self._job is not None:
             return
         try:
             if self.target.value == "generator":
@@ -349,15 +307,12 @@ class TrainWidget(GeneratorTraining, Container):
         self.status.value = "preparing data..."
         if self.target.value != "generator":
             self._announce(cfg)
-        self._worker = create_worker(
-            surfacing_errors(func), *args, **kwargs,
-            _worker_class=_TrainWorker,
-            _start_thread=False,
-            _connect={"yielded": self._yielded, "returned": self._returned, "errored": self._errored,
-                      "finished": self._finished},
-        )
+        # Stop is polite: the job closes its training generator in the worker thread (which writes
+        # the best checkpoint) and returns normally, so _returned still reports the model
+        self._job = Job(func, *args, **kwargs, polite_stop=True, on_progress=self._yielded, on_done=self._returned,
+                        on_error=self._errored, on_end=self._finished, start=False)
         self._set_running(True)
-        self._worker.start()
+        self._job.start()
 
     def _announce(self, cfg) -> None:
         """Say how long the run will take here, from one measured step, before it starts."""
@@ -373,11 +328,11 @@ class TrainWidget(GeneratorTraining, Container):
         show_info(f"Training {cfg.name!r}: {text}.")
 
     def stop(self):
-        if self._worker is not None:
-            self._worker.quit()
+        if self._job is not None and self._job.running:
+            self._job.cancel()
             self.status.value = "stopping: saving the best model..."
 
-    @_if_alive
+    @if_alive
     def _yielded(self, p):
         if p.stage in ("vae", "diffusion", "encode", "prepare"):
             return self._gen_yielded(p)
@@ -404,7 +359,7 @@ class TrainWidget(GeneratorTraining, Container):
                              f"{rate:.1f} samples/s · ETA {eta // 60:.0f}:{eta % 60:02.0f}")
         self._plot.draw(h)  # every update: the axes follow the whole history
 
-    @_if_alive
+    @if_alive
     def _returned(self, result):
         self._plot.draw(self._history)
         if "complete" in result:  # a generator training
@@ -429,41 +384,6 @@ class TrainWidget(GeneratorTraining, Container):
         self._trained = reg  # what "Export to bioimage.io" exports
         show_info(f"Training {what}: model {reg.name!r}{iou_txt} is selected in the Segment dock.")
 
-    def _add_export(self):
-        """An "Export to bioimage.io" button under Start/Stop (the model just trained, else "start from")."""
-        from ._collapse import _row_of
-
-        self._trained = None
-        self._export_worker = None
-        self.export_btn = PushButton(text="Export to bioimage.io…",
-                                     tooltip="write the model just trained (else the 'start from' model) as a "
-                                             "bioimage.io package (.zip) for other tools")
-        layout = self.native.layout()
-        layout.insertWidget(_row_of(layout, self.progress.native), self.export_btn.native)
-        self.export_btn.changed.connect(lambda: self.export_bioimageio())
-
-    def export_bioimageio(self, path=None):
-        """Export to ``path`` (asked with a file dialog when None); returns the thread worker."""
-        from .interop import ask_path, export_bioimageio
-
-        model = self._trained or (self.base.value if self.base.value not in (None, "scratch") else None)
-        if model is None:
-            show_error("Train a model first (or choose one under 'start from') to export it.")
-            return None
-        name = Path(str(model)).name
-        path = path or ask_path(self.native, "Export to bioimage.io", "bioimage.io package (*.zip)", save=True)
-        if not path:
-            return None
-        self.export_btn.enabled = False
-        self.status.value = f"exporting {name} to {Path(path).name}..."
-
-        def ended(result, exc):
-            self.export_btn.enabled = True
-            self.status.value = f"exported {name}: {result}" if exc is None else f"export failed: {exc}"
-
-        self._export_worker = export_bioimageio(model, path, on_end=ended)
-        return self._export_worker
-
     def _refresh_docks(self, select_model: str | None = None):
         for w in list(getattr(self._viewer.window, "dock_widgets", {}).values()):
             if hasattr(w, "reset_choices"):
@@ -471,7 +391,7 @@ class TrainWidget(GeneratorTraining, Container):
             if select_model and hasattr(w, "select_model"):
                 w.select_model(select_model)
 
-    @_if_alive
+    @if_alive
     def _errored(self, exc):
         self.status.value = f"failed: {exc}"
         if isinstance(exc, ValueError):  # bad input the user can fix: one clear line
@@ -479,9 +399,9 @@ class TrainWidget(GeneratorTraining, Container):
         else:  # a bug: a notification with its traceback
             notification_manager.receive_error(type(exc), exc, exc.__traceback__)
 
-    @_if_alive
-    def _finished(self):
-        self._worker = None
+    @if_alive
+    def _finished(self, state=None):
+        self._job = None
         self._set_running(False)
 
     def _set_running(self, running: bool):

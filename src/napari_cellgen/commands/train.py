@@ -40,7 +40,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="the model to start from: default (the shipped model), scratch (a new U-Net, see "
                    "'architecture'), a registered model name or a model folder")
     old_spelling(p, "--init", dest="model")
-    p.add_argument("--steps", type=int, default=2000, help="optimizer steps")
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (--corrections: 400 is the dock's)")
     p.add_argument("--patch", type=int, default=256, metavar="PX",
                    help="training patch side in input pixels, like segment's --tile")
     p.add_argument("--batch", type=int, default=8, help="patches per step")
@@ -66,6 +66,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "--mine-every steps (default 0: off; 0.3 taught the shipped model its look-alikes)")
     p.add_argument("--mine-every", type=int, default=1000, metavar="N",
                    help="steps between passes that find the hard examples")
+    p.add_argument("--corrections", action="store_true",
+                   help="the Train dock's 'Fine-tune on my corrections' recipe: --slices are the slices you "
+                   "corrected (all of them trained on, no validation, the last weights kept, the pixels the "
+                   "starting model gets wrong weighted more; other labelled slices anchor the model when it "
+                   "already agreed with your corrections); --steps/--batch/--patch/--lr as given")
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="validate and keep a moving average of the weights (e.g. 0.999; default 0: off)")
     g = p.add_argument_group("architecture (--model scratch only)")
@@ -104,6 +109,20 @@ def build_config(args):
     number(args.synthetic_ratio, "--synthetic-ratio", lo=0, hi=1)
     number(getattr(args, "nproc", 1), "--nproc", lo=1, hi=1024, integer=True)
     cfg.validate()  # before the --model card is read: a NaN scale never reaches the patch arithmetic
+    if getattr(args, "corrections", False):
+        from ..train.loop import corrections_config
+
+        if init == "scratch":
+            raise ValueError("--corrections fine-tunes a model: give --model NAME (not scratch)")
+        if not args.slices:
+            raise ValueError("--corrections needs --slices: the slices you corrected, e.g. --slices 3,17")
+        cfg = corrections_config(init, "", steps=args.steps, batch=args.batch, patch_px=args.patch, lr=args.lr,
+                                 seed=args.seed)
+        cfg.threads = args.threads
+        cfg.name = args.name or Path(args.output).name
+        cfg.notes.update({"patch_input_px": args.patch, "images": [str(p) for p in args.images],
+                          "masks": [str(p) for p in args.masks]})
+        return cfg.validate()
     info = base_model_info(init, cfg)
     cfg.patch = patch_at_model_scale(args.patch, info["scale"], info["depth"])
     cfg.name = args.name or Path(args.output).name
@@ -165,6 +184,13 @@ def run(args) -> int:
         n = 1 if image.ndim == 2 else image.shape[0]
         slices = parse_slices(args.slices, n) if args.slices else None
         pairs.append((image, mask, slices))
+    anchors = None
+    if getattr(args, "corrections", False):
+        if len(pairs) != 1:
+            raise ValueError("--corrections takes one --images stack and its --masks")
+        from ..train.loop import correction_data
+
+        pairs, anchors = correction_data(*pairs[0])
 
     synthetic = None
     if args.synthetic:
@@ -200,14 +226,8 @@ def run(args) -> int:
     try:
         from ..train.ddp import train_job  # one process, or DDP with --nproc / under torchrun
 
-        if synthetic is not None:
-            from ..train.loop import train_model
-
-            job = train_model(pairs, out, cfg, resume=args.resume, device=device, register_as=register,
-                              synthetic=synthetic)
-        else:
-            job = train_job(pairs, out, cfg, nproc=args.nproc, resume=args.resume, device=device,
-                            register_as=register)
+        job = train_job(pairs, out, cfg, nproc=args.nproc, resume=args.resume, device=device,
+                        register_as=register, synthetic=synthetic, anchors=anchors)
         result = drive(job, report)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM
         if job is not None:

@@ -175,7 +175,7 @@ def refuse_unsupported(cfg, *, resume: bool = False, synthetic=None) -> None:
     """
     unsupported = {
         "--resume": resume, "--synthetic": synthetic is not None or cfg.synthetic_ratio > 0,
-        "--ema": cfg.ema > 0, "--hard": cfg.hard_prob > 0, "corrections emphasis": cfg.emphasis > 0,
+        "--ema": cfg.ema > 0, "--hard": cfg.hard_prob > 0, "--corrections": cfg.emphasis > 0 or cfg.anchor_share > 0,
     }
     asked = [k for k, v in unsupported.items() if v]
     if asked:
@@ -280,7 +280,7 @@ def add_arguments(parser) -> None:
 
 
 def train_job(pairs, out_dir, cfg, *, nproc: int = 1, device: str = "cpu", resume: bool = False,
-              register_as: str | None = None, synthetic=None):
+              register_as: str | None = None, synthetic=None, anchors=None):
     """The job ``cellgen train`` runs: :func:`~.loop.train_model` on one process, else DDP.
 
     Under torchrun, ranks other than 0 train silently and exit the process when done.
@@ -289,7 +289,7 @@ def train_job(pairs, out_dir, cfg, *, nproc: int = 1, device: str = "cpu", resum
 
     if nproc <= 1 and not launched_by_torchrun():
         return (yield from train_model(pairs, out_dir, cfg, resume=resume, device=device,
-                                       register_as=register_as, synthetic=synthetic))
+                                       register_as=register_as, synthetic=synthetic, anchors=anchors))
     refuse_unsupported(cfg, resume=resume, synthetic=synthetic)
     result = yield from train_model_ddp(pairs, out_dir, cfg, nproc=nproc, device=device, resume=resume,
                                         register_as=register_as)
