@@ -13,6 +13,7 @@ import numpy as np
 
 from .._progress import Progress
 from .data import DataError, PatchSampler, Region, build_regions, check_pair, prepare_regions
+from .evaluate import evaluate, hard_pixels
 
 
 @dataclass
@@ -118,45 +119,6 @@ def _loss(logits, target, dice: str = "sample", emphasis: float = 0.0):
     inter = (p * target).sum(dims)
     d = 1 - (2 * inter + 1) / (p.sum(dims) + target.sum(dims) + 1)
     return bce + d.mean()
-
-
-def _region_probs(model, regions: Sequence[Region], card: dict, device: str = "cpu", batch_size: int = 4):
-    """The model's foreground probability over each region (model resolution), in eval mode."""
-    from .._progress import run
-    from ..segment.predict import make_forward
-    from ..segment.tiling import predict_plane
-
-    model.eval()
-    fn = make_forward(model, device)
-    divisor = 2 ** int(card["architecture"]["depth"])
-    try:
-        for r in regions:
-            yield r, run(predict_plane(fn, r.planes, card["tile"], card["overlap"], batch_size, divisor))
-    finally:
-        model.train()
-
-
-def evaluate(model, regions: Sequence[Region], card: dict, device: str = "cpu", batch_size: int = 4) -> float:
-    """Foreground IoU (threshold 0.5) over validation regions at model resolution."""
-    from ..metrics import IoU
-
-    iou = IoU()
-    for r, prob in _region_probs(model, regions, card, device, batch_size):
-        iou.add(prob >= 0.5, r.mask >= 0.5)
-    return iou.value
-
-
-def hard_pixels(model, regions: Sequence[Region], card: dict, device: str = "cpu") -> list[np.ndarray]:
-    """Where the model is wrong on each training region, ignoring one-pixel slivers along edges.
-
-    A 3x3 erosion of the error map keeps false objects (look-alikes such as
-    multivesicular bodies) and thick misses, and drops the thin boundary
-    disagreements that are as much annotation noise as model error.
-    """
-    from scipy import ndimage as ndi
-
-    return [ndi.binary_erosion((prob >= 0.5) != (r.mask >= 0.5))
-            for r, prob in _region_probs(model, regions, card, device)]
 
 
 def _init_model(cfg: TrainConfig):
