@@ -21,11 +21,20 @@ def ask_path(parent, title: str, pattern: str, save: bool) -> str | None:
     return path or None
 
 
+def _as_job(func):
+    """A plain function as a job generator (no progress), so it runs through the docks' one :class:`Job`."""
+
+    def job(*args):
+        return func(*args)
+        yield  # unreachable: makes this a generator
+
+    return job
+
+
 def _start(func, *args, done, what: str, on_end=None):
-    from napari.qt.threading import create_worker
     from napari.utils.notifications import show_error, show_info
 
-    worker = create_worker(func, *args, _start_thread=False)
+    from ._workers import Job
 
     def returned(result):
         show_info(done(result))
@@ -37,10 +46,7 @@ def _start(func, *args, done, what: str, on_end=None):
         if on_end:
             on_end(None, exc)
 
-    worker.returned.connect(returned)
-    worker.errored.connect(errored)
-    worker.start()
-    return worker
+    return Job(_as_job(func), *args, on_done=returned, on_error=errored).worker
 
 
 def export_bioimageio(model, path, on_end=None):
