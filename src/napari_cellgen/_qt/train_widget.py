@@ -252,7 +252,10 @@ class TrainWidget(GeneratorTraining, BioimageioExport, Container):
             check_pair(data, mask, f"{img.name!r} / {lab.name!r}")
             text = self.slices.value.strip()
             n = data.shape[0] if data.ndim == 3 else 1
-            pairs.append((data, mask, parse_slices(text, n) if text else None))
+            # empty: the slices painted in this layer, else every labelled one (as the tooltip says,
+            # and as the generator panel reads it)
+            painted = sorted((lab.metadata or {}).get("cellgen_edited_slices") or []) or None
+            pairs.append((data, mask, parse_slices(text, n) if text else painted))
         init = self.base.value
         lr = self.lr.value.strip().lower()
         try:
@@ -288,8 +291,9 @@ class TrainWidget(GeneratorTraining, BioimageioExport, Container):
     def start(self):
         if self._job is not None:
             return
+        self._running_target = self.target.value  # what this run trains: decides how its result is read
         try:
-            if self.target.value == "generator":
+            if self._running_target == "generator":
                 func, args, kwargs, total = self._gen_job_args()
             else:
                 pairs, out_dir, cfg = self._job_args()
@@ -362,7 +366,7 @@ class TrainWidget(GeneratorTraining, BioimageioExport, Container):
     @if_alive
     def _returned(self, result):
         self._plot.draw(self._history)
-        if "complete" in result:  # a generator training
+        if getattr(self, "_running_target", "segmenter") == "generator":
             return self._gen_returned(result)
         card = result.get("card") or {}
         iou = (card.get("metrics") or {}).get("val_iou")

@@ -96,7 +96,7 @@ def train_generator(
     from .layout import fit_layout
     from .store import load_generator, save_layout
 
-    cfg = cfg or GeneratorConfig()
+    cfg = (cfg or GeneratorConfig()).validate()  # the CLI, the Train dock and scripts: one check
     t_job = time.perf_counter()
     out_dir = Path(out_dir)
     if cfg.threads:
