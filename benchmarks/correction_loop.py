@@ -133,6 +133,10 @@ def main(argv=None):
         "corrected_pixels": int(c.sum()),
         "corrected_right_before": float(((before > 0) == (gt > 0))[c].mean()) if c.any() else None,
         "corrected_right_after": float(((after > 0) == (gt > 0))[c].mean()) if c.any() else None,
+        "corrected_right_after_by_kind": {  # missed parts (painted in) and false parts (erased)
+            "missed": float((after > 0)[c & (gt > 0)].mean()) if (c & (gt > 0)).any() else None,
+            "false": float((after == 0)[c & (gt == 0)].mean()) if (c & (gt == 0)).any() else None,
+            "missed_pixels": int((c & (gt > 0)).sum()), "false_pixels": int((c & (gt == 0)).sum())},
         "iou_other_before": foreground_iou(before[others], gt[others]),
         "iou_other_after": foreground_iou(after[others], gt[others]),
         "iou_painted_slices_after": foreground_iou(after[zs], gt[zs]),

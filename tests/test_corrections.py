@@ -87,3 +87,20 @@ def test_anchors_only_when_the_model_already_agreed(tmp_path, monkeypatch):
     pairs, anchors = correction_data(img, wrong, [1])
     card = run(train_model(pairs, tmp_path / "b", cfg, anchors=anchors))["card"]
     assert not card["training"]["anchors"]["used"] and "not kept" in card["training"]["anchors"]["why"]
+
+
+def test_a_thin_missed_rim_counts_as_corrected(tmp_path, monkeypatch):
+    from napari_cellgen.train.data import build_regions
+    from napari_cellgen.train.evaluate import hard_pixels
+
+    monkeypatch.setenv("CELLGEN_USER_DIR", str(tmp_path / "user"))
+    train_disk_model(tmp_path / "base")
+    model, card = load_model(tmp_path / "base")
+    img, mask = blob_stack(4, 96, 1, radius=(6, 10), margin=14, blobs=3, contrast=110, noise=8)
+    painted = mask.copy()
+    painted[1, 40:42, 4:60] = 255  # a 2-px rim the model does not see: what a user paints along an edge
+    regions = build_regions(img, painted, [1], card)
+    rim = np.zeros(painted.shape[1:], bool)
+    rim[40:42, 4:60] = mask[1, 40:42, 4:60] == 0
+    eroded, every = hard_pixels(model, regions, card)[0], hard_pixels(model, regions, card, erode=False)[0]
+    assert every[rim].mean() > 0.8 and eroded[rim].mean() < 0.2  # erosion would drop it; corrections keep it

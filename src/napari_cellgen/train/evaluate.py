@@ -35,14 +35,20 @@ def evaluate(model, regions: Sequence[Region], card: dict, device: str = "cpu", 
     return iou.value
 
 
-def hard_pixels(model, regions: Sequence[Region], card: dict, device: str = "cpu") -> list[np.ndarray]:
+def hard_pixels(model, regions: Sequence[Region], card: dict, device: str = "cpu",
+                erode: bool = True) -> list[np.ndarray]:
     """Where the model is wrong on each training region, ignoring one-pixel slivers along edges.
 
     A 3x3 erosion of the error map keeps false objects (look-alikes such as
     multivesicular bodies) and thick misses, and drops the thin boundary
-    disagreements that are as much annotation noise as model error.
+    disagreements that are as much annotation noise as model error. ``erode=False``
+    keeps every wrong pixel: for a user's corrections, where a missed rim a few pixels
+    wide (one or two at model resolution) is exactly what was painted.
     """
     from scipy import ndimage as ndi
 
-    return [ndi.binary_erosion((prob >= 0.5) != (r.mask >= 0.5))
-            for r, prob in _region_probs(model, regions, card, device)]
+    out = []
+    for r, prob in _region_probs(model, regions, card, device):
+        wrong = (prob >= 0.5) != (r.mask >= 0.5)
+        out.append(ndi.binary_erosion(wrong) if erode else wrong)
+    return out

@@ -298,7 +298,7 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
         # the user's corrections: where the starting model disagrees with the painted masks
         # (found again on resume from the original model would be wrong: only at step 0)
         yield Progress(step, cfg.steps, "find hard examples")
-        errors = hard_pixels(model, train_regions, card, device)
+        errors = hard_pixels(model, train_regions, card, device, erode=False)  # every corrected pixel
         card["training"]["corrected_pixels"] = sampler.set_emphasis(errors)
         n_hard = sampler.set_hard(errors)
         next_mine = cfg.steps  # the corrections stay the target: no re-mining

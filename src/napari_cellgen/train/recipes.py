@@ -38,7 +38,7 @@ def base_model_info(init: str | None, cfg: TrainConfig | None = None) -> dict:
 # "Fine-tune on my corrections": what the Train dock's button and ``cellgen train --corrections`` use.
 # Measured by benchmarks/correction_loop.py (docs/benchmarks.md): few painted slices, no validation,
 # the last weights kept, the pixels the starting model got wrong weighted and sampled more.
-CORRECTIONS = {"steps": 400, "batch": 8, "patch_px": 256, "emphasis": 12.0, "hard_prob": 0.4, "fg_prob": 0.3,
+CORRECTIONS = {"steps": 400, "batch": 8, "patch_px": 256, "emphasis": 4.0, "hard_prob": 0.4, "fg_prob": 0.3,
                "anchor_share": 0.35}
 MAX_ANCHOR_SLICES = 8
 
