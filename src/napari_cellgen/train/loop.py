@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .._progress import Progress
+from ..metrics import IoU
 from .data import DataError, PatchSampler, Region, build_regions, check_pair, prepare_regions
 from .evaluate import evaluate, hard_pixels
 
@@ -214,11 +215,11 @@ def _synthetic_regions(synthetic, card) -> list[Region]:
 ANCHOR_MIN_AGREEMENT = 0.8  # "already mostly right": set by reasoning, not tuned
 
 
-def _anchor_sampler(model, cfg, card, device, train_regions, anchors, seed):
-    """A sampler over the anchor slices, or None (and why) when the model is not to be trusted there."""
+def _anchor_sampler(agree, cfg, card, anchors, seed):
+    """A sampler over the anchor slices, or None (and why) when the model, agreeing with the painted
+    slices at IoU ``agree``, is not to be trusted there."""
     if not anchors or cfg.anchor_share <= 0:
         return None, None
-    agree = evaluate(model, train_regions, card, device)
     info = {"start_iou_on_painted": agree, "share": cfg.anchor_share}
     if agree < ANCHOR_MIN_AGREEMENT:
         return None, {**info, "used": False, "why": f"the starting model agreed with the painted slices at "
@@ -294,16 +295,24 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
     best_written = (out_dir / "model.safetensors").exists() and resume
     t0, seen, last_loss = time.perf_counter(), 0, float("nan")
     next_mine, n_hard = step, 0  # hard examples are found again on resume (they are not saved)
-    if cfg.emphasis > 0:
-        # the user's corrections: where the starting model disagrees with the painted masks
-        # (found again on resume from the original model would be wrong: only at step 0)
+    use_anchors = step == 0 and anchors and cfg.anchor_share > 0
+    agree = None
+    if cfg.emphasis > 0 or use_anchors:
+        # one pass of the model over the painted slices: the corrections (where it disagrees with the
+        # painted masks; on resume, the resumed model's disagreement) and how far it agrees overall
         yield Progress(step, cfg.steps, "find hard examples")
         errors = hard_pixels(model, train_regions, card, device, erode=False)  # every corrected pixel
+        iou = IoU()
+        for r, wrong in zip(train_regions, errors, strict=True):
+            truth = r.mask >= 0.5
+            iou.add(truth != wrong, truth)  # the model's own mask: the painted one, wrong pixels flipped
+        agree = iou.value
+    if cfg.emphasis > 0:
         card["training"]["corrected_pixels"] = sampler.set_emphasis(errors)
         n_hard = sampler.set_hard(errors)
         next_mine = cfg.steps  # the corrections stay the target: no re-mining
     anchor_sampler, card["training"]["anchors"] = (
-        _anchor_sampler(model, cfg, card, device, train_regions, anchors, cfg.seed + 2) if step == 0 else (None, None))
+        _anchor_sampler(agree, cfg, card, anchors, cfg.seed + 2) if use_anchors else (None, None))
     n_anchor = int(round(cfg.batch * cfg.anchor_share)) if anchor_sampler is not None else 0
 
     def checkpoint_last():  # last/ (weights, EMA, optimizer, state) is written as one unit
