@@ -78,6 +78,15 @@ def test_painting_re_measures_and_export_writes_what_is_shown(make_napari_viewer
     truth = int((layer.data == 1).sum())
     assert _csv_value(tmp_path / "objects.csv", 1, "volume_px") == truth == _table_value(w, 1, "volume_px")
 
+    # painted again while a measuring thread is still finishing (it once bailed out and exported old values)
+    layer.data_setitem((zz + 1, yy + 5, xx + 5), 1)
+    w._job = object()  # a measurement in flight
+    w.export_csv(tmp_path / "objects2.csv")
+    w._job = None
+    truth = int((layer.data == 1).sum())
+    assert truth == 700
+    assert _csv_value(tmp_path / "objects2.csv", 1, "volume_px") == truth == _table_value(w, 1, "volume_px")
+
 
 def test_unmeasured_layer_says_how_to_measure_it(make_napari_viewer, qtbot):
     from napari_cellgen._qt.objects_table import ObjectsTable

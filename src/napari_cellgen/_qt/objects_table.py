@@ -150,9 +150,10 @@ class ObjectsTable(QWidget):
         self._timer.stop()
         if layer is None:
             return
-        if self._job is not None:  # one at a time: the stroke count tells whether to run again
+        if self._job is not None and not sync:  # one at a time: the stroke count tells whether to run again
             self._timer.start()
             return
+        # sync (export): measure now even if a thread is still finishing; its result, if older, is dropped
         args, edits = self._measure_args(layer), self._edits
         if sync:
             return self._apply(layer, edits, run(measure_iter(*args)))
