@@ -32,9 +32,21 @@ import tifffile
 from _provenance import model_ref, stamp  # run as a script: benchmarks/ is on sys.path
 
 from napari_cellgen._progress import run
+from napari_cellgen.train.data import parse_slices
 from napari_cellgen.train.loop import DICE_MODES, TrainConfig, train_segmenter
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lucchi"
+
+
+def spans(zs) -> str:
+    """``[0, 1, 2, 5, 6]`` -> ``"0-2,5-6"``."""
+    out, zs = [], sorted(zs)
+    for z in zs:
+        if out and z == out[-1][1] + 1:
+            out[-1][1] = z
+        else:
+            out.append([z, z])
+    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in out)
 
 
 def main(argv=None):
@@ -63,6 +75,13 @@ def main(argv=None):
     ap.add_argument("--context", type=int, default=None,
                     help="with --init: continue with this many neighbouring slices each side (can only grow)")
     ap.add_argument("--tile", type=int, default=256, help="inference tile (model pixels) written to the card")
+    ap.add_argument("--appearance", type=float, default=0.0,
+                    help="appearance augmentation strength 0-1 (other microscopes' contrast, noise, blur, "
+                         "resolution, section thickness: train/augment.py)")
+    ap.add_argument("--train-slices", default=None,
+                    help="slices to train on, e.g. 0-139 or 0-32,66-164 (default: all but the last --n-val)")
+    ap.add_argument("--val-slices", default=None,
+                    help="slices to validate on, e.g. 33-65, or 'none' (default: the last --n-val)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--final", type=Path, default=None,
                     help="also write the last (EMA) weights, chosen by no validation, as a model folder here")
@@ -73,13 +92,20 @@ def main(argv=None):
     n = img.shape[0]
     val = list(range(n - args.n_val, n))
     train = list(range(0, args.n_train or (n - args.n_val)))
+    if args.train_slices:
+        train = parse_slices(args.train_slices, n)
+    if args.val_slices:
+        val = [] if args.val_slices == "none" else parse_slices(args.val_slices, n)
+    if set(train) & set(val):
+        raise SystemExit("train and validation slices overlap")
     cfg = TrainConfig(
         steps=args.steps, batch=args.batch, patch=args.patch, base=args.base, val_every=args.val_every,
         seed=args.seed, name="mito-unet", lr=args.lr, init=args.init, fg_prob=args.fg_prob, hard_prob=args.hard,
         mine_every=args.mine_every, ema=args.ema, dice=args.dice,
-        rescale=args.scale, recontext=args.context, tile=args.tile,
-        notes={"data": "EPFL/Lucchi training volume", "train_slices_list": f"{train[0]}-{train[-1]}",
-               "val_slices_list": f"{val[0]}-{val[-1]}"},
+        rescale=args.scale, recontext=args.context, tile=args.tile, appearance=args.appearance,
+        val_fraction=0.0, select="last" if not val else "auto",
+        notes={"data": "EPFL/Lucchi training volume", "train_slices_list": spans(train),
+               "val_slices_list": spans(val) or "none"},
     )
     t0 = time.time()
     log = open(args.out.with_suffix(".log"), "a") if args.out.parent.exists() else sys.stdout  # noqa: SIM115
@@ -92,7 +118,7 @@ def main(argv=None):
         elif p.info and ("val_iou" in p.info or p.done % 100 == 0):
             print(json.dumps({"step": p.done, "t": round(time.time() - t0, 1), **p.info}), file=log, flush=True)
 
-    card = run(train_segmenter([(img, gt, train)], args.out, cfg, val_pairs=[(img, gt, val)],
+    card = run(train_segmenter([(img, gt, train)], args.out, cfg, val_pairs=[(img, gt, val)] if val else None,
                                resume=args.resume), cb)
     print(json.dumps({"done": True, "time_s": time.time() - t0, "metrics": card.get("metrics"),
                       "model": model_ref(args.out)}), file=log, flush=True)

@@ -212,6 +212,7 @@ CASES = [
         ["--depth", "0"], ["--context", "-1"], ["--val-fraction", "1"], ["--ema", "1"], ["--threads", "0"],
         ["--patch", "0"], ["--val-every", "0"], ["--hard-examples", "nan"], ["--mine-every", "0"],
         ["--seed", "-1"], ["--nproc", "0"], ["--synthetic", "{w}/run", "--synthetic-ratio", "2"],
+        ["--appearance", "1.5"], ["--appearance", "-0.1"], ["--appearance", "nan"], ["--appearance", "strong"],
         ["--name", "mito-unet"])],
     _case("train-default-name-reserved", [*TRAIN, "-o", "{w}/mito-unet"]),
     _case("train-missing-images", ["train", "--images", "{w}/missing.tif", "--masks", "{w}/mask.tif", *TINY,

@@ -71,6 +71,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "corrected (all of them trained on, no validation, the last weights kept, the pixels the "
                    "starting model gets wrong weighted more; other labelled slices anchor the model when it "
                    "already agreed with your corrections); --steps/--batch/--patch/--lr as given")
+    p.add_argument("--appearance", type=float, default=0.0, metavar="S",
+                   help="strength (0-1) of strong appearance augmentation so the model transfers to other "
+                   "labs' EM (other microscopes, ssTEM): contrast, gamma, inversion, noise, blur, pixel size, "
+                   "section thickness, uneven illumination, stripes (default 0: off; 1: full)")
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="validate and keep a moving average of the weights (e.g. 0.999; default 0: off)")
     g = p.add_argument_group("architecture (--model scratch only)")
@@ -100,7 +104,7 @@ def build_config(args):
     cfg = TrainConfig(
         init=init, base=args.base, depth=args.depth, scale=args.scale, context=args.context, steps=args.steps,
         batch=args.batch, seed=args.seed, threads=args.threads, val_fraction=args.val_fraction,
-        hard_prob=args.hard_examples, mine_every=args.mine_every, ema=args.ema,
+        hard_prob=args.hard_examples, mine_every=args.mine_every, ema=args.ema, appearance=args.appearance,
         lr=args.lr if args.lr is not None else default_lr(init),
         val_every=args.val_every if args.val_every is not None else max(1, args.steps // 20),
         synthetic_ratio=args.synthetic_ratio if getattr(args, "synthetic", None) else 0.0,
@@ -118,7 +122,7 @@ def build_config(args):
             raise ValueError("--corrections needs --slices: the slices you corrected, e.g. --slices 3,17")
         cfg = corrections_config(init, "", steps=args.steps, batch=args.batch, patch_px=args.patch, lr=args.lr,
                                  seed=args.seed)
-        cfg.threads = args.threads
+        cfg.threads, cfg.appearance = args.threads, args.appearance
         cfg.name = args.name or Path(args.output).name
         cfg.notes.update({"patch_input_px": args.patch, "images": [str(p) for p in args.images],
                           "masks": [str(p) for p in args.masks]})

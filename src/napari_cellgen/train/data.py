@@ -176,7 +176,7 @@ class PatchSampler:
         """Per-region maps (True/1 = the loss there counts more, e.g. the user's corrections)."""
         for r, e in zip(self.regions, maps, strict=True):
             r.emphasis = np.asarray(e, np.float32)
-        return int(sum(float(e.sum()) for e in maps))
+        return int(sum(np.count_nonzero(e) for e in maps))
 
     def set_hard(self, errors: list[np.ndarray], limit: int = 200000) -> int:
         """Hard pixels: one boolean map per region (True = wrong). Returns how many there are."""

@@ -101,7 +101,8 @@ def _rank_train(rank: int, world: int, pairs, out_dir: str, cfg, device: str, ba
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * _lr_factor(step - 1, cfg.steps, cfg.warmup)
             x, y = sampler.sample(per_rank)
-            x, y = augment(torch.from_numpy(x), torch.from_numpy(y), gen, elastic_p=cfg.elastic_p)
+            x, y = augment(torch.from_numpy(x), torch.from_numpy(y), gen, elastic_p=cfg.elastic_p,
+                           appearance=cfg.appearance)
             loss = _loss(ddp(x.to(device)), y.to(device), cfg.dice)
             opt.zero_grad(set_to_none=True)
             loss.backward()  # gradients are averaged across ranks here

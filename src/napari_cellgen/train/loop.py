@@ -30,6 +30,9 @@ class TrainConfig:
     seed: int = 0
     fg_prob: float = 0.5
     elastic_p: float = 0.3
+    # strength (0 off, 1 full) of the appearance changes that make a model travel to other labs' EM:
+    # other microscopes, ssTEM, contrast, noise, blur, pixel and section size (train/augment.py)
+    appearance: float = 0.0
     hard_prob: float = 0.0  # share of patches centred on pixels the model currently gets wrong
     mine_every: int = 1000  # re-find those pixels (one pass over the training slices) every N steps
     ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (e.g. 0.999)
@@ -48,6 +51,9 @@ class TrainConfig:
     # > 0: the loss on pixels the starting model gets wrong (the user's corrections) counts 1 + emphasis
     # times, and hard_prob of the patches are centred on them (found once, before the first step)
     emphasis: float = 0.0
+    # the emphasis of missed pixels (painted in: the model said background) is this many times that of
+    # false ones (erased): a missed rim moves a boundary the rest of the painted slice still holds
+    missed_boost: float = 1.0
     # share of each batch drawn from "anchor" slices (unpainted slices with the starting model's own
     # labels: what the user did not correct is kept), used only when the starting model already
     # agreed with the painted slices (IoU >= ANCHOR_MIN_AGREEMENT): on foreign EM it is not trusted
@@ -77,12 +83,14 @@ class TrainConfig:
         number(self.hard_prob, "--hard-examples", lo=0, hi=1)
         number(self.ema, "--ema", lo=0, hi=1, hi_open=True)
         number(self.synthetic_ratio, "--synthetic-ratio", lo=0, hi=1)
+        number(self.appearance, "--appearance", lo=0, hi=1)
         number(self.threads, "--threads", lo=1, integer=True, none_ok=True)
         number(self.tile, "tile", lo=2**self.depth, integer=True)
         number(self.overlap, "overlap", lo=0, hi=self.tile, hi_open=True, integer=True)
         number(self.rescale, "rescale", lo=0, hi=1, lo_open=True, none_ok=True)
         number(self.recontext, "recontext", lo=0, hi=16, integer=True, none_ok=True)
         number(self.emphasis, "emphasis", lo=0, hi=1000)
+        number(self.missed_boost, "missed boost", lo=0, hi=100)
         number(self.anchor_share, "anchor share", lo=0, hi=1, hi_open=True)
         choice(self.dice, "dice", DICE_MODES)
         choice(self.select, "select", ("auto", "best", "last"))
@@ -308,7 +316,10 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
             iou.add(truth != wrong, truth)  # the model's own mask: the painted one, wrong pixels flipped
         agree = iou.value
     if cfg.emphasis > 0:
-        card["training"]["corrected_pixels"] = sampler.set_emphasis(errors)
+        top = max(1.0, cfg.missed_boost)  # maps stay in [0, 1] (augment clamps them); the loss scales back
+        maps = [w * np.where(r.mask >= 0.5, cfg.missed_boost / top, 1.0 / top).astype(np.float32)
+                for r, w in zip(train_regions, errors, strict=True)]
+        card["training"]["corrected_pixels"] = sampler.set_emphasis(maps)
         n_hard = sampler.set_hard(errors)
         next_mine = cfg.steps  # the corrections stay the target: no re-mining
     anchor_sampler, card["training"]["anchors"] = (
@@ -358,10 +369,12 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
                 x = np.concatenate([a for a, _ in parts])
             else:
                 x, y = sampler.sample(cfg.batch)
-            x, y = augment(torch.from_numpy(x), torch.from_numpy(y), gen, elastic_p=cfg.elastic_p)
+            x, y = augment(torch.from_numpy(x), torch.from_numpy(y), gen, elastic_p=cfg.elastic_p,
+                           appearance=cfg.appearance)
             # explicit: a reused worker thread may have been left in no-grad/inference mode
             with torch.inference_mode(False), torch.enable_grad():
-                loss = _loss(model(x.to(device)), y.to(device), cfg.dice, cfg.emphasis)
+                emph = cfg.emphasis * max(1.0, cfg.missed_boost)
+                loss = _loss(model(x.to(device)), y.to(device), cfg.dice, emph)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
