@@ -71,7 +71,6 @@ def main(argv=None):
     ap.add_argument("--hard-prob", type=float, default=None)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--anchor-share", type=float, default=None)
-    ap.add_argument("--missed-boost", type=float, default=None)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -114,7 +113,7 @@ def main(argv=None):
         os.environ.setdefault("CELLGEN_USER_DIR", str(Path(tmp) / "user"))
         cfg = corrections_config(str(model_dir), "ft", steps=args.steps, emphasis=args.emphasis,
                                  hard_prob=args.hard_prob, lr=args.lr,
-                                 anchor_share=args.anchor_share, missed_boost=args.missed_boost)
+                                 anchor_share=args.anchor_share)
         t0 = time.perf_counter()
         pairs, anchors = correction_data(img, painted, zs)  # as the dock does
         out = run(train_model(pairs, Path(tmp) / "ft", cfg, anchors=anchors))
@@ -129,7 +128,7 @@ def main(argv=None):
         "model": {**model_ref(model_dir), "given": str(args.model)},
         "recipe": {k: v for k, v in vars(cfg).items() if k in (
             "steps", "batch", "patch", "lr", "emphasis", "hard_prob", "fg_prob", "select", "ema",
-            "anchor_share", "missed_boost")},
+            "anchor_share")},
         "anchors": card["training"].get("anchors"),
         "corrected_pixels": int(c.sum()),
         "corrected_right_before": float(((before > 0) == (gt > 0))[c].mean()) if c.any() else None,

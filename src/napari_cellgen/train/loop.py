@@ -51,9 +51,6 @@ class TrainConfig:
     # > 0: the loss on pixels the starting model gets wrong (the user's corrections) counts 1 + emphasis
     # times, and hard_prob of the patches are centred on them (found once, before the first step)
     emphasis: float = 0.0
-    # the emphasis of missed pixels (painted in: the model said background) is this many times that of
-    # false ones (erased): a missed rim moves a boundary the rest of the painted slice still holds
-    missed_boost: float = 1.0
     # share of each batch drawn from "anchor" slices (unpainted slices with the starting model's own
     # labels: what the user did not correct is kept), used only when the starting model already
     # agreed with the painted slices (IoU >= ANCHOR_MIN_AGREEMENT): on foreign EM it is not trusted
@@ -90,7 +87,6 @@ class TrainConfig:
         number(self.rescale, "rescale", lo=0, hi=1, lo_open=True, none_ok=True)
         number(self.recontext, "recontext", lo=0, hi=16, integer=True, none_ok=True)
         number(self.emphasis, "emphasis", lo=0, hi=1000)
-        number(self.missed_boost, "missed boost", lo=0, hi=100)
         number(self.anchor_share, "anchor share", lo=0, hi=1, hi_open=True)
         choice(self.dice, "dice", DICE_MODES)
         choice(self.select, "select", ("auto", "best", "last"))
@@ -316,10 +312,7 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
             iou.add(truth != wrong, truth)  # the model's own mask: the painted one, wrong pixels flipped
         agree = iou.value
     if cfg.emphasis > 0:
-        top = max(1.0, cfg.missed_boost)  # maps stay in [0, 1] (augment clamps them); the loss scales back
-        maps = [w * np.where(r.mask >= 0.5, cfg.missed_boost / top, 1.0 / top).astype(np.float32)
-                for r, w in zip(train_regions, errors, strict=True)]
-        card["training"]["corrected_pixels"] = sampler.set_emphasis(maps)
+        card["training"]["corrected_pixels"] = sampler.set_emphasis(errors)
         n_hard = sampler.set_hard(errors)
         next_mine = cfg.steps  # the corrections stay the target: no re-mining
     anchor_sampler, card["training"]["anchors"] = (
@@ -373,8 +366,7 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
                            appearance=cfg.appearance)
             # explicit: a reused worker thread may have been left in no-grad/inference mode
             with torch.inference_mode(False), torch.enable_grad():
-                emph = cfg.emphasis * max(1.0, cfg.missed_boost)
-                loss = _loss(model(x.to(device)), y.to(device), cfg.dice, emph)
+                loss = _loss(model(x.to(device)), y.to(device), cfg.dice, cfg.emphasis)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
