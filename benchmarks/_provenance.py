@@ -62,6 +62,16 @@ def generator_ref(name_or_dir) -> dict:
             "given": str(name_or_dir or "default")}
 
 
+def machine() -> dict:
+    """CPU count, torch threads and versions, as a result records the machine it ran on."""
+    import platform
+
+    import torch
+
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__}
+
+
 def command(argv: list[str] | None = None) -> str:
     """The command line that ran this script (``argv``: the arguments ``main`` parsed, if not sys.argv's)."""
     script = Path(sys.argv[0])

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _provenance import model_ref, stamp, write_json  # noqa: E402
+from _provenance import machine, model_ref, stamp, write_json  # noqa: E402
 
 DATA = HERE.parent.parent / "shared" / "data" / "lucchi"
 
@@ -75,7 +74,6 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     import tifffile
-    import torch
 
     from napari_cellgen._progress import run
     from napari_cellgen.metrics import foreground_iou
@@ -141,8 +139,7 @@ def main(argv=None):
         "iou_other_after": foreground_iou(after[others], gt[others]),
         "iou_painted_slices_after": foreground_iou(after[zs], gt[zs]),
         "finetune_s": ft_s, "card_metrics": card.get("metrics"), "card_selection": card["training"].get("selection"),
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "python": platform.python_version(), "torch": torch.__version__},
+        "machine": machine(),
         **stamp(argv),
     }
     res["iou_other_change"] = res["iou_other_after"] - res["iou_other_before"]

@@ -76,16 +76,14 @@ import dataclasses
 import json
 import os
 import platform
-import shlex
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from _provenance import generator_ref, model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
 from finetune_gain import PRESETS, degrade, iou_on
+from synthetic_gain import cellgen
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "lucchi"
@@ -142,20 +140,6 @@ def labelled(seed: int, k: int, label_pool: list[int]) -> list[int]:
 
 
 # ---------------------------------------------------------------- steps
-
-
-def cellgen(*args, log: Path) -> float:
-    """Run a ``cellgen`` command (printed), its output appended to ``log``; returns seconds."""
-    cmd = [sys.executable, "-m", "napari_cellgen", *map(str, args)]
-    print("$ cellgen " + " ".join(shlex.quote(str(a)) for a in args), flush=True)
-    t0 = time.perf_counter()
-    with open(log, "a") as fh:
-        fh.write("$ cellgen " + " ".join(map(str, args)) + "\n")
-        fh.flush()
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
-    if proc.returncode:
-        raise SystemExit(f"command failed ({proc.returncode}), see {log}")
-    return time.perf_counter() - t0
 
 
 def arm_c_settings(elastic: float, appearance: float) -> dict:

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
-from _provenance import model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
+from _provenance import machine, model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
 from finetune_gain import PRESETS, degrade
 from travel import resample
 
@@ -54,7 +52,6 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     import tifffile
-    import torch
 
     from napari_cellgen.metrics import foreground_iou
     from napari_cellgen.models.store import resolve
@@ -82,8 +79,7 @@ def main(argv=None):
             row["cases"][case] = out
             print(name, case, json.dumps(out), flush=True)
         res["models"].append(row)
-    res["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                      "python": platform.python_version(), "torch": torch.__version__}
+    res["machine"] = machine()
     res.update(stamp(argv))
     write_json(args.out, res)
 

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
-from _provenance import model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
+from _provenance import machine, model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "lucchi"
@@ -50,7 +48,6 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     import tifffile
-    import torch
 
     from napari_cellgen.metrics import foreground_iou
     from napari_cellgen.models.store import resolve
@@ -82,8 +79,7 @@ def main(argv=None):
                 "message": r.message}
         res["cases"][name] = row
         print(name, json.dumps(row), flush=True)
-    res["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                      "python": platform.python_version(), "torch": torch.__version__}
+    res["machine"] = machine()
     res.update(stamp(argv))
     write_json(args.out, res)
 
