@@ -42,9 +42,8 @@ Per (k, seed) three segmenter fine-tunings of the shipped segmenter (``--model``
       objects' size/shape/orientation/density distribution; no mask is copied) and an image
       generated for it;
   (c) (a) with only classic augmentation strengthened: ``TrainConfig.elastic_p`` raised to
-      ``--c-elastic`` (default 0.8, (a): 0.3) and, when ``TrainConfig`` has an ``appearance``
-      field at run time, ``appearance = --c-appearance`` (default 1.0; (a): its default). The
-      JSON records which was used. A gain of (b) over (a) that (c) matches is "more augmentation".
+      ``--c-elastic`` (default 0.8, (a): 0.3) and ``appearance`` to ``--c-appearance`` (default
+      1.0; (a): 0, off). A gain of (b) over (a) that (c) matches is "more augmentation".
 
 Seeds (default 0 1 2) vary the labelled sections, the segmenter's seed, the generator's training
 seed and the synth seed. ``--generator-per run`` (default) adapts one generator per (k, seed) on
@@ -72,7 +71,6 @@ Writes ``benchmarks/results/few_label_gain.json``, ``.md`` (the table) and ``.pn
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -145,12 +143,10 @@ def labelled(seed: int, k: int, label_pool: list[int]) -> list[int]:
 def arm_c_settings(elastic: float, appearance: float) -> dict:
     from napari_cellgen.train.loop import TrainConfig
 
-    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    has = "appearance" in fields
-    return {"elastic_p": elastic, "appearance": appearance if has else None,
-            "appearance_field": has, "defaults_in_a": {"elastic_p": fields["elastic_p"],
-                                                       "appearance": fields.get("appearance")},
-            "used": "appearance + elastic_p" if has else "elastic_p only (TrainConfig has no appearance field)"}
+    a = TrainConfig()
+    return {"elastic_p": elastic, "appearance": appearance,
+            "defaults_in_a": {"elastic_p": a.elastic_p, "appearance": a.appearance},
+            "used": "appearance + elastic_p"}
 
 
 def fit(init, image, mask, zs, out_dir, *, steps, batch, patch, seed, threads, synthetic=None, ratio=0.0,
@@ -172,9 +168,7 @@ def fit(init, image, mask, zs, out_dir, *, steps, batch, patch, seed, threads, s
                       patch=patch_at_model_scale(patch, info["scale"], info["depth"]),
                       synthetic_ratio=ratio if synthetic is not None else 0.0, name=Path(out_dir).name)
     if augment:
-        cfg.elastic_p = augment["elastic_p"]
-        if augment.get("appearance") is not None:
-            cfg.appearance = augment["appearance"]
+        cfg.elastic_p, cfg.appearance = augment["elastic_p"], augment["appearance"]
     losses = []
     t0 = time.perf_counter()
     run(train_model([(image, mask, list(zs))], out_dir, cfg, synthetic=synthetic),
@@ -182,7 +176,7 @@ def fit(init, image, mask, zs, out_dir, *, steps, batch, patch, seed, threads, s
     dt = time.perf_counter() - t0
     model, card = load_model(out_dir)
     return model, card, {"train_s": dt, "lr": cfg.lr, "patch_model_px": cfg.patch,
-                         "elastic_p": cfg.elastic_p, "appearance": getattr(cfg, "appearance", None),
+                         "elastic_p": cfg.elastic_p, "appearance": cfg.appearance,
                          "synthetic_per_batch": int(round(batch * cfg.synthetic_ratio)),
                          "loss_first10": float(np.mean(losses[:10])) if losses else None,
                          "loss_last10": float(np.mean(losses[-10:])) if losses else None}
@@ -288,7 +282,7 @@ def markdown(res: dict) -> str:
         f"{seg['patch']} px, every arm. Generator: {gen['init']['label']} adapted {budget} "
         f"({'VAE kept' if gen['keep_vae'] else 'VAE + denoiser'}; one per {gen['per']}), {gen['pairs']} pairs, "
         f"share {p['synthetic_ratio']} of each batch. (c): {c['used']}, elastic_p {c['elastic_p']}"
-        + (f", appearance {c['appearance']}" if c["appearance_field"] else "") + ".",
+        f", appearance {c['appearance']}.",
         "",
         "| k | arm | IoU mean ± std | seeds | per seed |",
         "| --- | --- | --- | --- | --- |",
