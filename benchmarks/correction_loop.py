@@ -54,6 +54,12 @@ def paint_fixes(labels: np.ndarray, truth: np.ndarray, min_error: int) -> tuple[
     return painted, fix
 
 
+def _pr(pred: np.ndarray, truth: np.ndarray) -> dict:
+    tp = float((pred & truth).sum())
+    return {"fg": float(pred.mean()), "precision": tp / max(1.0, float(pred.sum())),
+            "recall": tp / max(1.0, float(truth.sum()))}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA)
@@ -64,12 +70,17 @@ def main(argv=None):
     ap.add_argument("--scenario", choices=("fixes", "foreign"), default="fixes")
     ap.add_argument("--degradation", choices=("strong", "mild", "inverted"), default="inverted",
                     help="the 'foreign' scenario's degradation (finetune_gain.PRESETS)")
+    ap.add_argument("--degraded", action="store_true",
+                    help="'fixes' on the block degraded by --degradation (a volume where the model is good, "
+                    "not its training data); 'foreign' always degrades")
     ap.add_argument("--min-error", type=int, default=300, help="smallest error region painted, in pixels")
     ap.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
     ap.add_argument("--emphasis", type=float, default=None)
     ap.add_argument("--hard-prob", type=float, default=None)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--anchor-share", type=float, default=None)
+    ap.add_argument("--edge-weight", type=float, default=None)
+    ap.add_argument("--keep", type=Path, default=None, help="also keep the fine-tuned model in this folder")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -84,7 +95,7 @@ def main(argv=None):
     lo, hi = args.block, args.block + 20
     img = tifffile.imread(args.data / "training.tif")[lo:hi]
     gt = tifffile.imread(args.data / "training_groundtruth.tif")[lo:hi]
-    if args.scenario == "foreign":
+    if args.scenario == "foreign" or args.degraded:
         from finetune_gain import PRESETS, degrade
 
         img, gt = degrade(img, gt, PRESETS[args.degradation])
@@ -111,22 +122,28 @@ def main(argv=None):
         os.environ.setdefault("CELLGEN_USER_DIR", str(Path(tmp) / "user"))
         cfg = corrections_config(str(model_dir), "ft", steps=args.steps, emphasis=args.emphasis,
                                  hard_prob=args.hard_prob, lr=args.lr,
-                                 anchor_share=args.anchor_share)
+                                 anchor_share=args.anchor_share,
+                                 edge_weight=args.edge_weight)
         t0 = time.perf_counter()
         pairs, anchors = correction_data(img, painted, zs)  # as the dock does
         out = run(train_model(pairs, Path(tmp) / "ft", cfg, anchors=anchors))
         ft_s = time.perf_counter() - t0
         after = segment(img, SegmentOptions(model=str(out["model_dir"]), measure=False)).labels
         card = out["card"]
+        if args.keep:
+            import shutil
+
+            shutil.copytree(out["model_dir"], args.keep, dirs_exist_ok=True)
     c = corrected
     res = {
         "what": "correction loop: segment, paint 2 slices, fine-tune with the dock's recipe, segment again",
-        "scenario": args.scenario, "degradation": args.degradation if args.scenario == "foreign" else None,
+        "scenario": args.scenario,
+        "degradation": args.degradation if args.scenario == "foreign" or args.degraded else None,
         "block": [lo, hi - 1], "corrected_slices": [z + lo for z in zs],
         "model": {**model_ref(model_dir), "given": str(args.model)},
         "recipe": {k: v for k, v in vars(cfg).items() if k in (
             "steps", "batch", "patch", "lr", "emphasis", "hard_prob", "fg_prob", "select", "ema",
-            "anchor_share")},
+            "anchor_share", "edge_weight")},
         "anchors": card["training"].get("anchors"),
         "corrected_pixels": int(c.sum()),
         "corrected_right_before": float(((before > 0) == (gt > 0))[c].mean()) if c.any() else None,
@@ -138,13 +155,18 @@ def main(argv=None):
         "iou_other_before": foreground_iou(before[others], gt[others]),
         "iou_other_after": foreground_iou(after[others], gt[others]),
         "iou_painted_slices_after": foreground_iou(after[zs], gt[zs]),
+        "other_slices": {  # where the change on the other slices comes from
+            "truth_fg": float((gt[others] > 0).mean()),
+            **{f"{k}_{w}": v for k, lab in (("before", before), ("after", after))
+               for w, v in _pr(lab[others] > 0, gt[others] > 0).items()}},
         "finetune_s": ft_s, "card_metrics": card.get("metrics"), "card_selection": card["training"].get("selection"),
         "machine": machine(),
         **stamp(argv),
     }
     res["iou_other_change"] = res["iou_other_after"] - res["iou_other_before"]
     print(json.dumps(res, indent=1))
-    write_json(args.out or HERE / "results" / f"correction_loop_{args.scenario}_{lo}.json", res)
+    tag = f"_{args.degradation}" if args.degraded and args.scenario == "fixes" else ""
+    write_json(args.out or HERE / "results" / f"correction_loop_{args.scenario}{tag}_{lo}.json", res)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def main(argv=None):
     ap.add_argument("--scale", type=float, default=None,
                     help="with --init: continue at this resolution scale instead of the parent's")
     ap.add_argument("--context", type=int, default=None,
-                    help="with --init: continue with this many neighbouring slices each side (can only grow)")
+                    help="neighbouring slices each side (from scratch: the network's; with --init: can only grow)")
     ap.add_argument("--tile", type=int, default=256, help="inference tile (model pixels) written to the card")
     ap.add_argument("--appearance", type=float, default=0.0,
                     help="appearance augmentation strength 0-1 (other microscopes' contrast, noise, blur, "
@@ -98,11 +98,14 @@ def main(argv=None):
         val = [] if args.val_slices == "none" else parse_slices(args.val_slices, n)
     if set(train) & set(val):
         raise SystemExit("train and validation slices overlap")
+    scratch = args.init in ("scratch", "", None)
     cfg = TrainConfig(
         steps=args.steps, batch=args.batch, patch=args.patch, base=args.base, val_every=args.val_every,
         seed=args.seed, name="mito-unet", lr=args.lr, init=args.init, fg_prob=args.fg_prob, hard_prob=args.hard,
         mine_every=args.mine_every, ema=args.ema, dice=args.dice,
-        rescale=args.scale, recontext=args.context, tile=args.tile, appearance=args.appearance,
+        rescale=args.scale, tile=args.tile, appearance=args.appearance,
+        # --context: the network's own from scratch; from --init, its parent's widened to it
+        context=args.context or 1 if scratch else 1, recontext=None if scratch else args.context,
         val_fraction=0.0, select="last" if not val else "auto",
         notes={"data": "EPFL/Lucchi training volume", "train_slices_list": spans(train),
                "val_slices_list": spans(val) or "none"},

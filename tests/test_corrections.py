@@ -104,3 +104,26 @@ def test_a_thin_missed_rim_counts_as_corrected(tmp_path, monkeypatch):
     rim[40:42, 4:60] = mask[1, 40:42, 4:60] == 0
     eroded, every = hard_pixels(model, regions, card)[0], hard_pixels(model, regions, card, erode=False)[0]
     assert every[rim].mean() > 0.8 and eroded[rim].mean() < 0.2  # erosion would drop it; corrections keep it
+
+
+def test_the_background_band_around_objects_counts_more_where_nothing_was_painted():
+    from types import SimpleNamespace
+
+    from napari_cellgen.train.loop import EDGE_BAND, _emphasis_maps
+
+    mask = np.zeros((40, 40), np.float32)
+    mask[10:20, 10:20] = 1  # an object the user left as it was
+    painted = np.zeros((40, 40), bool)
+    painted[30:34, 30:34] = True  # a correction (here: an erased false object)
+    region = SimpleNamespace(mask=mask)
+    cfg = SimpleNamespace(emphasis=8.0, edge_weight=8.0)
+    m = _emphasis_maps([region], [painted], cfg)[0]
+    assert (m[painted] == 1).all()  # the corrections count 1 + emphasis
+    assert m[10:20, 10:20].max() == 0  # inside the object: no extra weight
+    band = m[10 - EDGE_BAND:20 + EDGE_BAND, 10 - EDGE_BAND:20 + EDGE_BAND].copy()
+    band[EDGE_BAND:-EDGE_BAND, EDGE_BAND:-EDGE_BAND] = 1.0
+    assert np.allclose(band[1:-1, 1:-1], 1.0)  # just outside: 1 + edge_weight (corners lie farther)
+    assert m[0:5, 25:40].max() == 0 and m[25:29, 0:5].max() == 0  # far background: no extra weight
+    anchors = _emphasis_maps([region], None, SimpleNamespace(emphasis=8.0, edge_weight=4.0))[0]
+    assert anchors.max() == 0.5 and not anchors[painted].any()  # anchors: the band only, 1 + 4
+    assert not _emphasis_maps([region], None, SimpleNamespace(emphasis=8.0, edge_weight=0.0))[0].any()

@@ -55,6 +55,10 @@ class TrainConfig:
     # labels: what the user did not correct is kept), used only when the starting model already
     # agreed with the painted slices (IoU >= ANCHOR_MIN_AGREEMENT): on foreign EM it is not trusted
     anchor_share: float = 0.0
+    # > 0 (with emphasis): the background just outside the objects of the painted slices and anchors
+    # (EDGE_BAND px at model resolution, where the user did not paint) counts 1 + edge_weight in the
+    # BCE, so learning painted-in parts does not grow every object
+    edge_weight: float = 0.0
     # which weights are kept: "last" (the schedule's final, EMA if any), "best" (best validation IoU
     # from the second half of the run on: a checkpoint that saw almost no training is never kept),
     # "auto" (best with validation regions, else last)
@@ -88,6 +92,7 @@ class TrainConfig:
         number(self.recontext, "recontext", lo=0, hi=16, integer=True, none_ok=True)
         number(self.emphasis, "emphasis", lo=0, hi=1000)
         number(self.anchor_share, "anchor share", lo=0, hi=1, hi_open=True)
+        number(self.edge_weight, "edge weight", lo=0, hi=1000)
         choice(self.dice, "dice", DICE_MODES)
         choice(self.select, "select", ("auto", "best", "last"))
         return self
@@ -216,6 +221,27 @@ def _synthetic_regions(synthetic, card) -> list[Region]:
     return out
 
 
+EDGE_BAND = 2  # model pixels (4 input pixels at the shipped scale): where fine-tuning grew objects
+
+
+def _emphasis_maps(regions, errors, cfg) -> list[np.ndarray]:
+    """Per-region loss emphasis (the BCE weight is ``1 + cfg.emphasis * map``): 1 on the corrections,
+    ``edge_weight / emphasis`` on the background band just outside the labels, else 0."""
+    from scipy import ndimage as ndi
+
+    out = []
+    for i, r in enumerate(regions):
+        m = np.zeros(r.mask.shape, np.float32)
+        if cfg.edge_weight > 0:
+            fg = r.mask >= 0.5
+            band = ~fg & (ndi.distance_transform_edt(~fg) <= EDGE_BAND)
+            m[band] = cfg.edge_weight / cfg.emphasis
+        if errors is not None:
+            m[errors[i]] = 1.0
+        out.append(m)
+    return out
+
+
 ANCHOR_MIN_AGREEMENT = 0.8  # "already mostly right": set by reasoning, not tuned
 
 
@@ -312,11 +338,14 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
             iou.add(truth != wrong, truth)  # the model's own mask: the painted one, wrong pixels flipped
         agree = iou.value
     if cfg.emphasis > 0:
-        card["training"]["corrected_pixels"] = sampler.set_emphasis(errors)
+        card["training"]["corrected_pixels"] = int(sum(np.count_nonzero(e) for e in errors))
+        sampler.set_emphasis(_emphasis_maps(sampler.regions, errors, cfg))
         n_hard = sampler.set_hard(errors)
         next_mine = cfg.steps  # the corrections stay the target: no re-mining
     anchor_sampler, card["training"]["anchors"] = (
         _anchor_sampler(agree, cfg, card, anchors, cfg.seed + 2) if use_anchors else (None, None))
+    if anchor_sampler is not None and cfg.emphasis > 0 and cfg.edge_weight > 0:
+        anchor_sampler.set_emphasis(_emphasis_maps(anchor_sampler.regions, None, cfg))
     n_anchor = int(round(cfg.batch * cfg.anchor_share)) if anchor_sampler is not None else 0
 
     def checkpoint_last():  # last/ (weights, EMA, optimizer, state) is written as one unit

@@ -38,8 +38,8 @@ def base_model_info(init: str | None, cfg: TrainConfig | None = None) -> dict:
 # "Fine-tune on my corrections": what the Train dock's button and ``cellgen train --corrections`` use.
 # Measured by benchmarks/correction_loop.py (docs/benchmarks.md): few painted slices, no validation,
 # the last weights kept, the pixels the starting model got wrong weighted and sampled more.
-CORRECTIONS = {"steps": 400, "batch": 8, "patch_px": 256, "emphasis": 4.0, "hard_prob": 0.4, "fg_prob": 0.3,
-               "anchor_share": 0.35}
+CORRECTIONS = {"steps": 400, "batch": 8, "patch_px": 256, "emphasis": 8.0, "edge_weight": 8.0, "hard_prob": 0.4,
+               "fg_prob": 0.3, "anchor_share": 0.35}
 MAX_ANCHOR_SLICES = 8
 
 
@@ -70,7 +70,7 @@ def corrections_config(init: str, name: str = "", **overrides) -> TrainConfig:
         patch=patch_at_model_scale(int(c["patch_px"]), info["scale"], info["depth"]),
         val_fraction=0.0, val_every=10**9, select="last", ema=0.0,
         emphasis=float(c["emphasis"]), hard_prob=float(c["hard_prob"]), fg_prob=float(c["fg_prob"]),
-        anchor_share=float(c["anchor_share"]),
+        anchor_share=float(c["anchor_share"]), edge_weight=float(c.get("edge_weight", 0.0)),
         seed=int(c.get("seed", 0)), name=name,
         notes={"base_model": info["name"], "recipe": "corrections"},
     )
