@@ -60,6 +60,8 @@ def main(argv=None):
     ap.add_argument("--views", "--tta", type=int, default=None, choices=(1, 2, 4),
                     help="cellgen segment --views VIEWS (default: cellgen's default)")
     ap.add_argument("--median", action="store_true", help="cellgen segment --median")
+    ap.add_argument("--precision", choices=("fp32", "int8"), default=None,
+                    help="cellgen segment --precision (default: cellgen's, fp32)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run the whole volume N times; report the median wall time and every run's")
     ap.add_argument("--out", type=Path, default=None,
@@ -80,11 +82,16 @@ def main(argv=None):
         else:
             vol = DATA / "training.tif"
             shape = tifffile.TiffFile(vol).series[0].shape
-            opts = ([f"--views={args.views}"] if args.views else []) + (["--median"] if args.median else [])
+            opts = ([f"--views={args.views}"] if args.views else []) + (["--median"] if args.median else []) + (
+                [f"--precision={args.precision}"] if args.precision else [])
             runs = [run_cli(["segment", str(vol), "-o", str(tmp / "labels.tif"), "--csv", str(tmp / "o.csv"),
                              "--model", args.model, "--quiet", *opts]) for _ in range(max(1, args.repeat))]
             walls = [r["wall_s"] for r in runs]
             r = {**runs[-1], "wall_s": float(np.median(walls))}
+            # accuracy of the same run on the block the shipped model never trained on (140-164)
+            lab = tifffile.imread(tmp / "labels.tif")[140:] > 0
+            gt = tifffile.imread(DATA / "training_groundtruth.tif")[140:] > 0
+            r["iou_slices_140_164"] = float((lab & gt).sum() / (lab | gt).sum())
             vox = int(np.prod(shape))
             # lucchi, lucchi_views1, lucchi_views4_median ...
             key = "_".join(["lucchi", *(o[2:].replace("=", "") for o in opts)])

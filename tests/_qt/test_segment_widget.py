@@ -161,3 +161,36 @@ def test_a_runtime_error_in_a_job_reaches_the_user(make_napari_viewer, qtbot, ti
     w.start()
     qtbot.waitUntil(lambda: any("not enough memory" in str(n.message) for n in notes), timeout=20000)
     assert w.status.value.startswith("error")
+
+
+def test_int8_from_the_dock_finds_what_fp32_finds(make_napari_viewer, qtbot, tmp_path, monkeypatch, notes):
+    from napari_cellgen._qt.segment_widget import SegmentWidget
+    from napari_cellgen._sample_data import sample_paths
+    from napari_cellgen.io import read_stack
+
+    monkeypatch.setenv("CELLGEN_USER_DIR", str(tmp_path / "user"))
+    image = np.asarray(read_stack(sample_paths()[0])[0])[:2]
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="em")
+    w = SegmentWidget(viewer)  # the shipped model, as a new user finds it
+    viewer.window.add_dock_widget(w)
+    w.reset_choices()
+    w.start()
+    qtbot.waitUntil(lambda: "em mitochondria" in viewer.layers, timeout=60000)
+    qtbot.waitUntil(lambda: w.run_btn.enabled, timeout=20000)
+    assert viewer.layers["em mitochondria"].metadata["cellgen_precision"] == "fp32"
+    w.precision.value = "int8"
+    assert w.options().precision == "int8"
+    w.scheduler.value = "tcp://127.0.0.1:9"  # a cluster and int8: refused before any thread starts
+    w.start()
+    assert any("int8 runs in this process only" in str(n.message) for n in notes)
+    assert w.run_btn.enabled
+    w.scheduler.value = ""
+    layer = viewer.layers["em mitochondria"]
+    fp = layer.data > 0
+    w.start()  # an unpainted result is replaced in place
+    qtbot.waitUntil(lambda: "(updated)" in str(notes[-1].message) if notes else False, timeout=60000)
+    assert layer.metadata["cellgen_precision"] == "int8"  # made by the int8 network
+    q = layer.data > 0
+    assert fp.any() and (fp & q).sum() / (fp | q).sum() > 0.95
+    assert "em mitochondria [2]" not in viewer.layers

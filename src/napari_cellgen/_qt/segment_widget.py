@@ -42,6 +42,8 @@ def _cluster_job(layer, data, options, scheduler: str, pixel_size):
 
     if data.ndim != 3:
         raise ValueError("the dask cluster segments (Z, Y, X) stacks; clear the scheduler field for a 2D image")
+    if options.precision != "fp32":
+        raise ValueError("precision int8 runs in this process only: clear the scheduler field or choose fp32")
     try:
         scheduler = check_address(scheduler)  # refused here, before a thread starts; dask judges the rest
     except ValueError as exc:
@@ -83,8 +85,9 @@ def run_segmentation(viewer, layer, options, *, on_progress=None, on_done=None, 
         table = res.table or {}
         features = features_from(table) if table else None
         meta = {"cellgen_model": res.card.get("name"), "cellgen_model_path": res.card.get("path"),
-                "pixel_size_nm": pixel_size, **({"cellgen_labels_zarr": res.options["labels_zarr"]}
-                                                 if "labels_zarr" in (res.options or {}) else {})}
+                "pixel_size_nm": pixel_size, "cellgen_precision": (res.options or {}).get("precision", "fp32"),
+                **({"cellgen_labels_zarr": res.options["labels_zarr"]} if "labels_zarr" in (res.options or {})
+                   else {})}
         out, replaced = put_labels(viewer, f"{layer.name} mitochondria", res.labels, like=layer,
                                    features=features, metadata=meta)
         note = f" — {res.message}" if res.message else ""
@@ -139,6 +142,10 @@ class SegmentWidget(Container):
                                                        ("4 (flips)", 4)], value=2,
                               tooltip="test-time augmentation: average the model over this many views of "
                                       "the image (steadier on ambiguous objects; each view costs one pass)")
+        self.precision = ComboBox(label="precision", choices=["fp32", "int8"], value="fp32",
+                                  tooltip="int8: the network quantized on the CPU, calibrated on this image "
+                                          "(~3 s): about 2x faster here, same accuracy on Lucchi "
+                                          "(cellgen segment --precision)")
         self.scheduler = LineEdit(label="dask scheduler", value="",
                                   tooltip="empty: segment in this process. tcp://HOST:8786: block by block on "
                                           "that dask cluster (workers must be able to read the image file); "
@@ -151,7 +158,7 @@ class SegmentWidget(Container):
         self.extend([self.image, self.model, self.threshold, self.mode, self.run_btn, self.cancel_btn,
                      self.progress, self.status])
         self._advanced = Advanced(self, [self.model_dir, self.slices, self.pixel_size, self.z_context,
-                                         self.min_size, self.split, self.views,
+                                         self.min_size, self.split, self.views, self.precision,
                                          self.tile, self.overlap, self.device, self.scheduler], before=self.run_btn)
         widen(self.image, self.model)
         self.run_btn.changed.connect(self.start)
@@ -210,7 +217,7 @@ class SegmentWidget(Container):
             overlap=int(self.overlap.value), device=self.device.value,
             mode="3d" if self.mode.value == "3D" else "2d", min_size=int(self.min_size.value),
             split=bool(self.split.value), views=int(self.views.value), slices=self.slices.value,
-            z_context=self.z_context.value, pixel_size=self._pixel_size(),
+            z_context=self.z_context.value, pixel_size=self._pixel_size(), precision=self.precision.value,
         )
 
     def _pixel_size(self):

@@ -157,6 +157,9 @@ def segment_blockwise_iter(
     from .predict import check_image, pick_device
 
     opt = (options or SegmentOptions()).validate()
+    if opt.precision != "fp32":
+        raise ValueError(f"precision {opt.precision} runs in this process only: segment without a dask "
+                         "cluster (no scheduler or workers), or choose fp32")
     # absolute paths: the workers may run in another folder, or on another machine
     src = (Source(path=os.path.abspath(source)) if isinstance(source, (str, os.PathLike))
            else Source(array=source))

@@ -45,6 +45,8 @@ class SegmentOptions:
     # the image's pixel size in nm, (y, x) or (z, y, x), when its file does not say (it overrides the
     # file's): the model then runs at its training pixel size (segment/physical.py)
     pixel_size: tuple | None = None
+    # "fp32", or "int8": the network quantized on the CPU, calibrated on this image (segment/quantize.py)
+    precision: str = "fp32"
     # former names, accepted as keywords for a release (and readable as attributes, below)
     tta: InitVar[int | None] = None
     batch_size: InitVar[int | None] = None
@@ -66,6 +68,7 @@ class SegmentOptions:
         """Raise ``ValueError`` naming the first bad option, before any work is done."""
         from .._checks import choice, number
         from .predict import tta_views
+        from .quantize import PRECISIONS
 
         if not 0.0 < self.threshold < 1.0:  # also refuses NaN
             raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}")
@@ -77,6 +80,7 @@ class SegmentOptions:
                none_ok=True)
         choice(self.mode, "mode", ("2d", "3d"))
         choice(self.z_context, "z context", ("auto", "neighbours", "self"))
+        choice(self.precision, "precision", PRECISIONS)
         if self.pixel_size is not None:
             if not 1 <= len(tuple(self.pixel_size)) <= 3:
                 raise ValueError(f"--pixel-size takes 1 to 3 numbers (z, y, x in nm), got {self.pixel_size!r}")
@@ -168,6 +172,8 @@ def segment_iter(
     if labels_out is None:
         labels_out = np.zeros(image.shape, np.uint32)
     tile, overlap = opt.at_model_scale(card)  # after adapt(): the scale for this image's pixel size
+    if opt.precision == "int8":
+        net = yield from _int8(net, card, image, tile, overlap, opt.batch, device, independent or own_context)
     yield from predict_stack(
         net, card, image, prob_out, tile=tile, overlap=overlap, batch_size=opt.batch,
         device=device, tta=opt.views, independent=independent or own_context,
@@ -182,6 +188,17 @@ def segment_iter(
     used = {**opt.__dict__, "mode": mode, "independent": independent, "own_context": own_context,
             "scale": card.get("scale")}
     return SegmentResult(labels_out, table, n, card, prob_out, used, message)
+
+
+def _int8(net, card, image, tile, overlap, batch, device, independent):
+    """The network quantized to int8, calibrated on ``image`` (a few seconds)."""
+    from .quantize import calibration_batches, quantize
+
+    if device != "cpu":
+        raise ValueError(f"precision int8 runs on the CPU only (the device is {device}): use --device cpu")
+    yield Progress(0, 1, "calibrate int8")
+    calib = calibration_batches(card, image, tile=tile, overlap=overlap, batch=batch, independent=independent)
+    return quantize(net, calib)
 
 
 def segment(image, options: SegmentOptions | None = None, callback=None, **kw) -> SegmentResult:
