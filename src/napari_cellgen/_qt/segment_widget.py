@@ -144,7 +144,7 @@ class SegmentWidget(Container):
                                       "the image (steadier on ambiguous objects; each view costs one pass)")
         self.precision = ComboBox(label="precision", choices=["fp32", "int8"], value="fp32",
                                   tooltip="int8: the network quantized on the CPU, calibrated on this image "
-                                          "(~3 s): about 2x faster here, same accuracy on Lucchi "
+                                          "(~3 s): about 1.7x faster here, same accuracy on Lucchi "
                                           "(cellgen segment --precision)")
         self.scheduler = LineEdit(label="dask scheduler", value="",
                                   tooltip="empty: segment in this process. tcp://HOST:8786: block by block on "

@@ -64,7 +64,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     old_spelling(p, "--tta", dest="views", type=int, nargs="?", const=4, choices=(1, 2, 4))
     p.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
-                   help="int8: the network quantized on the CPU, calibrated on this image (~3 s): about 2x "
+                   help="int8: the network quantized on the CPU, calibrated on this image (~3 s): about 1.7x "
                         "faster here, same accuracy on Lucchi (docs/benchmarks.md)")
     old_spelling(p, "--batch-size", dest="batch", type=int)
     p.add_argument("--probabilities", help="also write the probability map (uint8, 0-255) here (default: none)")

@@ -8,9 +8,9 @@ being segmented (the centres of the tiles of up to :data:`CALIBRATION_SLICES` sl
 through it, one view: about 3 s on 2 cores), so nothing else has to ship and a user's own
 contrast is what is calibrated for.
 
-Measured by ``benchmarks/speed_candidates.py`` and ``benchmarks/segment_precision.py``
-(docs/benchmarks.md): the network runs about 2.4x faster on a 2-core x86 CPU, with the same
-foreground IoU on the held-out Lucchi slices.
+Measured by ``benchmarks/speed_candidates.py`` and ``benchmarks/segment_speed.py --precision int8``
+(docs/benchmarks.md): on a 2-core x86 CPU the network runs about 2.4x faster and the whole
+``cellgen segment`` 1.7x, with the same foreground IoU on the held-out Lucchi slices.
 """
 
 from __future__ import annotations
