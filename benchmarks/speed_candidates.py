@@ -99,28 +99,6 @@ def error_text(exc: BaseException) -> str:
 # --- the pipeline's tiles, recorded --------------------------------------------------------------
 
 
-class Recorder:
-    """A stand-in model for ``predict_stack`` that keeps every input batch (NCHW, contiguous).
-
-    The batches are kept as ordinary tensors (not inference-mode ones, which ``torch.onnx.export``
-    and the quantization observers refuse).
-    """
-
-    def __init__(self):
-        self.batches: list = []
-
-    def __call__(self, x):
-        import torch
-
-        self.batches.append(np.ascontiguousarray(x.numpy()).copy())
-        return torch.zeros((x.shape[0], 1, *x.shape[2:]), dtype=x.dtype)
-
-    def tensors(self) -> list:
-        import torch
-
-        return [torch.from_numpy(b) for b in self.batches]
-
-
 def predict(model, card, vol, zs, views, tile, overlap, batch) -> np.ndarray:
     """uint8 probabilities of slices ``zs`` of ``vol`` (full context from ``vol``), as the pipeline does."""
     from napari_cellgen._progress import run
@@ -471,6 +449,7 @@ def main(argv=None):
 
     from napari_cellgen.models.store import WEIGHTS, resolve
     from napari_cellgen.segment.pipeline import SegmentOptions, get_model
+    from napari_cellgen.segment.quantize import BatchRecorder
 
     torch.set_num_threads(args.threads)
     opts = SegmentOptions(model=args.model, device="cpu")
@@ -486,10 +465,10 @@ def main(argv=None):
            "batch": opts.batch, "threshold": opts.threshold, "threads": args.threads, "repeats": max(1, args.repeats),
            "qengine": args.qengine, "int8_convtranspose": args.int8_convtranspose,
            "input_pixels": len(slices) * int(np.prod(vol.shape[1:]))}
-    rec = Recorder()  # the forwards the pipeline makes for the measured slices (views included)
+    rec = BatchRecorder()  # the forwards the pipeline makes for the measured slices (views included)
     predict(rec, card, vol, slices, views, tile, overlap, opts.batch)
     ctx["tiles"] = rec.tensors()
-    rec = Recorder()  # calibration: training slices, one view
+    rec = BatchRecorder()  # calibration: training slices, one view
     predict(rec, card, vol, calib_slices, 1, tile, overlap, opts.batch)
     ctx["calib"] = rec.tensors()
 

@@ -105,7 +105,7 @@ def main(argv=None):
         mine_every=args.mine_every, ema=args.ema, dice=args.dice,
         rescale=args.scale, tile=args.tile, appearance=args.appearance,
         # --context: the network's own from scratch; from --init, its parent's widened to it
-        context=args.context or 1 if scratch else 1, recontext=None if scratch else args.context,
+        context=(args.context or 1) if scratch else 1, recontext=None if scratch else args.context,
         val_fraction=0.0, select="last" if not val else "auto",
         notes={"data": "EPFL/Lucchi training volume", "train_slices_list": spans(train),
                "val_slices_list": spans(val) or "none"},

@@ -19,6 +19,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
+from ..segment.quantize import PRECISIONS
 from ._collapse import Advanced
 from ._layers import features_from, layer_array, pixel_size_of, put_labels, widen
 from ._workers import Job
@@ -37,13 +38,12 @@ def _cluster_job(layer, data, options, scheduler: str, pixel_size):
     import datetime as _dt
 
     from ..models.store import user_dir
-    from ..segment.blockwise import segment_on_cluster_iter
+    from ..segment.blockwise import check_precision, segment_on_cluster_iter
     from ..segment.cluster import check_address
 
     if data.ndim != 3:
         raise ValueError("the dask cluster segments (Z, Y, X) stacks; clear the scheduler field for a 2D image")
-    if options.precision != "fp32":
-        raise ValueError("precision int8 runs in this process only: clear the scheduler field or choose fp32")
+    check_precision(options.precision, "clear the scheduler field")
     try:
         scheduler = check_address(scheduler)  # refused here, before a thread starts; dask judges the rest
     except ValueError as exc:
@@ -142,7 +142,7 @@ class SegmentWidget(Container):
                                                        ("4 (flips)", 4)], value=2,
                               tooltip="test-time augmentation: average the model over this many views of "
                                       "the image (steadier on ambiguous objects; each view costs one pass)")
-        self.precision = ComboBox(label="precision", choices=["fp32", "int8"], value="fp32",
+        self.precision = ComboBox(label="precision", choices=list(PRECISIONS), value="fp32",
                                   tooltip="int8: the network quantized on the CPU, calibrated on this image "
                                           "(~3 s): about 1.7x faster here, same accuracy on Lucchi "
                                           "(cellgen segment --precision)")

@@ -19,6 +19,7 @@ IN_MEMORY_VOXELS = 256 * 1024**2
 
 def add_parser(sub) -> argparse.ArgumentParser:
     from ..cli import old_spelling
+    from ..segment.quantize import PRECISIONS
 
     p = sub.add_parser(
         "segment",
@@ -63,7 +64,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "view (fastest), 2 (the image and its 180° rotation) or 4 (the four flips)")
     old_spelling(p, "--tta", dest="views", type=int, nargs="?", const=4, choices=(1, 2, 4))
     p.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
-    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="int8: the network quantized on the CPU, calibrated on this image (~3 s): about 1.7x "
                         "faster here, same accuracy on Lucchi (docs/benchmarks.md)")
     old_spelling(p, "--batch-size", dest="batch", type=int)
@@ -91,6 +92,7 @@ def run(args) -> int:
     from .._progress import tqdm_callback
     from ..io.ome_labels import check_labels_target, labels_container
     from ..models.store import looks_like_path, read_card, resolve
+    from ..segment.blockwise import check_precision
     from ..segment.diskarray import DiskArray
     from ..segment.measure import write_csv
     from ..segment.pipeline import SegmentOptions, segment
@@ -103,9 +105,8 @@ def run(args) -> int:
         device=args.device, batch=args.batch, views=args.views, measure=bool(args.csv),
         slices=args.slices, pixel_size=args.pixel_size, z_context=args.z_context, precision=args.precision,
     ).validate()
-    if opts.precision == "int8" and (args.scheduler or args.workers is not None):
-        raise ValueError("--precision int8 runs in this process only: leave out --scheduler/--workers, "
-                         "or use --precision fp32 with them")
+    if args.scheduler or args.workers is not None:
+        check_precision(opts.precision, "leave out --scheduler/--workers")
     number(args.workers, "--workers", lo=1, hi=1024, integer=True, none_ok=True)
     number(args.block_z, "--block-z", lo=1, integer=True, none_ok=True)
     pick_device(args.device)

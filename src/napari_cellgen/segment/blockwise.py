@@ -44,6 +44,12 @@ class BlockError(RuntimeError):
     """A block task failed; the message names the block and the cause."""
 
 
+def check_precision(precision: str, how: str = "segment without a dask cluster") -> None:
+    """Refuse a precision the cluster path cannot run (int8 is calibrated and run in this process)."""
+    if precision != "fp32":
+        raise ValueError(f"--precision {precision} runs in this process only: {how}, or choose fp32")
+
+
 def plan_blocks(n: int, block_z: int) -> list[tuple[int, int]]:
     block_z = max(1, int(block_z))
     return [(z, min(n, z + block_z)) for z in range(0, n, block_z)]
@@ -157,9 +163,7 @@ def segment_blockwise_iter(
     from .predict import check_image, pick_device
 
     opt = (options or SegmentOptions()).validate()
-    if opt.precision != "fp32":
-        raise ValueError(f"precision {opt.precision} runs in this process only: segment without a dask "
-                         "cluster (no scheduler or workers), or choose fp32")
+    check_precision(opt.precision)
     # absolute paths: the workers may run in another folder, or on another machine
     src = (Source(path=os.path.abspath(source)) if isinstance(source, (str, os.PathLike))
            else Source(array=source))

@@ -25,8 +25,12 @@ CALIBRATION_SLICES = 4
 CROP = 256  # model pixels of each calibration tile observed (its centre)
 
 
-class _Recorder:
-    """A stand-in network that keeps the batches ``predict_stack`` feeds it (and returns zeros)."""
+class BatchRecorder:
+    """A stand-in network that keeps the batches ``predict_stack`` feeds it (and returns zeros).
+
+    The batches are kept as numpy copies (an inference-mode tensor is refused by the quantization
+    observers and by ``torch.onnx.export``); :meth:`tensors` gives them back as ordinary tensors.
+    """
 
     def __init__(self):
         self.batches: list[np.ndarray] = []
@@ -37,6 +41,11 @@ class _Recorder:
         self.batches.append(np.ascontiguousarray(x.detach().cpu().numpy()).copy())
         return torch.zeros((x.shape[0], 1, *x.shape[2:]), dtype=x.dtype)
 
+    def tensors(self) -> list:
+        import torch
+
+        return [torch.from_numpy(b) for b in self.batches]
+
 
 def calibration_batches(card: dict, image, *, tile=None, overlap=None, batch: int = 4,
                         independent: bool = False) -> list[np.ndarray]:
@@ -44,7 +53,7 @@ def calibration_batches(card: dict, image, *, tile=None, overlap=None, batch: in
     from .._progress import run
     from .predict import predict_stack
 
-    rec = _Recorder()
+    rec = BatchRecorder()
     kw = {"tile": tile, "overlap": overlap, "batch_size": batch, "device": "cpu", "tta": 1,
           "independent": independent}
     if image.ndim == 2:

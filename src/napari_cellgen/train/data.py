@@ -172,11 +172,10 @@ class PatchSampler:
         """True when some region has an emphasis map: masks then come with it as a second channel."""
         return any(r.emphasis is not None for r in self.regions)
 
-    def set_emphasis(self, maps: list[np.ndarray]) -> int:
+    def set_emphasis(self, maps: list[np.ndarray]) -> None:
         """Per-region maps (True/1 = the loss there counts more, e.g. the user's corrections)."""
         for r, e in zip(self.regions, maps, strict=True):
             r.emphasis = np.asarray(e, np.float32)
-        return int(sum(np.count_nonzero(e) for e in maps))
 
     def set_hard(self, errors: list[np.ndarray], limit: int = 200000) -> int:
         """Hard pixels: one boolean map per region (True = wrong). Returns how many there are."""
