@@ -33,7 +33,7 @@ from _provenance import model_ref, stamp  # run as a script: benchmarks/ is on s
 
 from napari_cellgen._progress import run
 from napari_cellgen.train.data import parse_slices
-from napari_cellgen.train.loop import DICE_MODES, TrainConfig, train_segmenter
+from napari_cellgen.train.loop import DICE_MODES, TRAIN_PRECISIONS, TrainConfig, train_segmenter
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lucchi"
 
@@ -82,6 +82,8 @@ def main(argv=None):
                     help="slices to train on, e.g. 0-139 or 0-32,66-164 (default: all but the last --n-val)")
     ap.add_argument("--val-slices", default=None,
                     help="slices to validate on, e.g. 33-65, or 'none' (default: the last --n-val)")
+    ap.add_argument("--precision", choices=TRAIN_PRECISIONS, default="fp32",
+                    help="training arithmetic: bf16 autocast is about 2.4x faster on CPUs with native bfloat16")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--final", type=Path, default=None,
                     help="also write the last (EMA) weights, chosen by no validation, as a model folder here")
@@ -103,7 +105,7 @@ def main(argv=None):
         steps=args.steps, batch=args.batch, patch=args.patch, base=args.base, val_every=args.val_every,
         seed=args.seed, name="mito-unet", lr=args.lr, init=args.init, fg_prob=args.fg_prob, hard_prob=args.hard,
         mine_every=args.mine_every, ema=args.ema, dice=args.dice,
-        rescale=args.scale, tile=args.tile, appearance=args.appearance,
+        rescale=args.scale, tile=args.tile, appearance=args.appearance, precision=args.precision,
         # --context: the network's own from scratch; from --init, its parent's widened to it
         context=(args.context or 1) if scratch else 1, recontext=None if scratch else args.context,
         val_fraction=0.0, select="last" if not val else "auto",

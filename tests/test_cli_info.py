@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from napari_cellgen import cli
 
@@ -90,11 +91,13 @@ def test_info_reports_versions_devices_and_models(tmp_path, monkeypatch, capsys)
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
     assert "napari-cellgen" in out and "torch devices" in out and "cpu" in out
+    assert "CPU bfloat16" in out  # whether --precision bf16 is worth it here
     assert "my-model" in out and "user" in out
     assert cli.main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["versions"]["numpy"] == np.__version__
     assert "cpu" in info["torch_devices"]
+    assert info["cpu_native_bf16"] == torch.ops.mkldnn._is_mkldnn_bf16_supported()
     folder = tmp_path / "cellgen-user" / "models" / "my-model"
     assert {"name": "my-model", "kind": "user", "path": str(folder)} in info["models"]
 

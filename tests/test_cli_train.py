@@ -50,10 +50,11 @@ def test_train_registers_and_prints_progress(files, capsys):
     out2 = files / "ft"
     args = ["train", "--images", str(files / "img.tif"), "--masks", str(files / "mask.tif"),
             "--model", str(out), "--steps", "4", "--val-every", "2", "--patch", "32", "--batch", "2",
-            "--threads", "1", "--quiet", "--name", "tuned", "-o", str(out2)]
+            "--threads", "1", "--quiet", "--name", "tuned", "-o", str(out2), "--precision", "bf16"]
     assert main(args) == 0
     card2 = json.loads((out2 / "card.json").read_text())
     assert card2["parent"] == "my-model" and card2["name"] == "tuned"
+    assert card2["training"]["config"]["precision"] == "bf16"  # and a resume keeps training in it
     assert args[7:9] == ["--steps", "4"]
     assert main([*args[:8], "6", *args[9:], "--resume"]) == 0
     assert json.loads((out2 / "last" / "state.json").read_text())["step"] == 6

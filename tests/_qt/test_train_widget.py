@@ -96,6 +96,21 @@ def test_hard_examples_are_mined_during_a_dock_run(make_napari_viewer, qtbot, ti
     assert card["training"]["config"]["mine_every"] == 2
 
 
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bfloat16 on this CPU")
+def test_bf16_from_the_dock_trains_in_bfloat16(make_napari_viewer, qtbot, tiny_base, notes):
+    from napari_cellgen.models.store import load_model
+
+    viewer, w, seg = _setup(make_napari_viewer)
+    w.name.value, w.precision.value = "fast", "bf16"
+    w.start()
+    assert not w.precision.enabled  # what the run was started with stays on screen
+    qtbot.waitUntil(lambda: w._worker is None, timeout=TIMEOUT)
+    assert "finished" in w.status.value, w.status.value
+    model, card = load_model("fast")
+    assert card["training"]["config"]["precision"] == "bf16"
+    assert next(model.parameters()).dtype == torch.float32 and seg.model.value == "fast"
+
+
 def test_stop_keeps_the_best_model(make_napari_viewer, qtbot, tiny_base, notes):
     from napari_cellgen.models.store import load_model
 

@@ -89,6 +89,10 @@ class TrainWidget(GeneratorTraining, BioimageioExport, Container):
             label="hard examples", min=0.0, max=0.5, step=0.05, value=0.0,
             tooltip="share of patches centred on what the model currently gets wrong (look-alikes, missed "
                     "edges), found again five times per run; 0 = off")
+        self.precision = ComboBox(
+            label="precision", choices=["fp32", "bf16"], value="fp32",
+            tooltip="bf16: bfloat16 arithmetic, about 2.4x faster on CPUs with native bfloat16 (AVX512-BF16, AMX), "
+                    "slower on others")
         self.finetune_btn = PushButton(text="Fine-tune on my corrections")
         self.start_btn = PushButton(text="Start")
         self.stop_btn = PushButton(text="Stop", enabled=False)
@@ -104,7 +108,7 @@ class TrainWidget(GeneratorTraining, BioimageioExport, Container):
         layout.insertWidget(layout.indexOf(self.progress.native.parent()), self._buttons.native)
         # the rest folds away, so Segment + Train fit a 1000 px screen (issue 14)
         self._advanced = Advanced(self, [self.slices, self.name, self.patch, self.batch, self.lr, self.val_fraction,
-                                         self.pool_info, self.synthetic_ratio, self.hard, self.keep_vae,
+                                         self.pool_info, self.synthetic_ratio, self.hard, self.precision, self.keep_vae,
                                          self.fresh_denoiser], before=self._buttons)
         for sel in (self.images, self.labels):
             sel.native.setMaximumHeight(44)
@@ -131,7 +135,7 @@ class TrainWidget(GeneratorTraining, BioimageioExport, Container):
 
     # the widgets that belong to each kind of training
     _SEG_ONLY = ("base", "steps", "patch", "batch", "lr", "val_fraction", "pool_info", "synthetic_ratio",
-                 "hard", "finetune_btn")
+                 "hard", "precision", "finetune_btn")
     _GEN_ONLY = ("gen_base", "vae_steps", "diffusion_steps", "minutes")
 
     def _target_changed(self, *_):
@@ -271,6 +275,7 @@ class TrainWidget(GeneratorTraining, BioimageioExport, Container):
 
             cfg = corrections_config(init, name, steps=int(self.steps.value), batch=int(self.batch.value),
                                      patch_px=int(self.patch.value), lr=lr)
+            cfg.precision = self.precision.value
             cfg.notes["layers"] = [lyr.name for lyr in labels]
             pairs, self._anchors = correction_data(*pairs[0])
             return pairs, default_run_dir(name), cfg
@@ -281,6 +286,7 @@ class TrainWidget(GeneratorTraining, BioimageioExport, Container):
                           val_every=max(1, int(self.steps.value) // 20),
                           synthetic_ratio=float(self.synthetic_ratio.value) if self._synthetic() else 0.0,
                           hard_prob=float(self.hard.value), mine_every=max(1, int(self.steps.value) // 5),
+                          precision=self.precision.value,
                           notes={"base_model": info["name"], "layers": [lyr.name for lyr in labels]})
         return pairs, default_run_dir(name), cfg
 
@@ -411,7 +417,7 @@ class TrainWidget(GeneratorTraining, BioimageioExport, Container):
     def _set_running(self, running: bool):
         for w in (self.start_btn, self.finetune_btn, self.images, self.labels, self.base, self.steps, self.target,
                   self.gen_base, self.vae_steps, self.diffusion_steps, self.minutes, self.slices, self.name, self.patch,
-                  self.batch, self.lr, self.val_fraction, self.synthetic_ratio, self.hard, self.keep_vae,
-                  self.fresh_denoiser):
+                  self.batch, self.lr, self.val_fraction, self.synthetic_ratio, self.hard, self.precision,
+                  self.keep_vae, self.fresh_denoiser):
             w.enabled = not running  # what a run was started with stays on screen as it was
         self.stop_btn.enabled = running

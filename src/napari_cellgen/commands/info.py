@@ -59,6 +59,17 @@ def torch_devices() -> list[str]:
     return devices
 
 
+def native_bf16() -> bool | None:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16, AMX): then ``--precision bf16`` trains
+    about 2x faster; None without torch."""
+    try:
+        import torch
+
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # noqa: BLE001 - a private torch call: `cellgen info` must not fail on it
+        return None
+
+
 def collect() -> dict:
     """Everything ``cellgen info`` reports, as plain data."""
     from ..generate.store import bundled_generators_dir, list_generators, user_generators_dir
@@ -80,6 +91,7 @@ def collect() -> dict:
         "versions": {name: _version(name) for name in PACKAGES},
         "qt_bindings": {name: v for name in QT_BINDINGS if (v := _version(name))},
         "torch_devices": torch_devices(),
+        "cpu_native_bf16": native_bf16(),
         "models": models,
         "model_dirs": {"bundled": str(bundled_dir()), "user": str(user_dir())},
         "generators": generators,
@@ -98,6 +110,10 @@ def run(args) -> int:
     qt = ", ".join(f"{k} {v}" for k, v in info["qt_bindings"].items())
     lines.append(f"{'Qt binding':<15} {qt or 'none (pip install napari-cellgen[all] for the viewer)'}")
     lines.append(f"{'torch devices':<15} {', '.join(info['torch_devices']) or 'torch not installed'}")
+    bf16 = info["cpu_native_bf16"]
+    if bf16 is not None:
+        lines.append(f"{'CPU bfloat16':<15} " + ("native: `cellgen train --precision bf16` trains about 2x faster"
+                                                  if bf16 else "not native: train with --precision fp32 (the default)"))
     for what, key in (("segmentation models", "models"), ("generators", "generators")):
         lines.append(f"{what}:")
         for m in info[key]:

@@ -54,6 +54,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/last")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="training arithmetic: bf16 (bfloat16 autocast) is about 2.4x faster on CPUs with native "
+                        "bfloat16 (AVX512-BF16, AMX) and slower on others (default fp32)")
     p.add_argument("--name", default=None, help="register the model under this name (default: MODEL_DIR's)")
     p.add_argument("--no-register", action="store_true", help="do not copy it into the user models folder")
     p.add_argument("--synthetic", default=None, metavar="DIR",
@@ -108,6 +111,7 @@ def build_config(args):
         lr=args.lr if args.lr is not None else default_lr(init),
         val_every=args.val_every if args.val_every is not None else max(1, args.steps // 20),
         synthetic_ratio=args.synthetic_ratio if getattr(args, "synthetic", None) else 0.0,
+        precision=getattr(args, "precision", "fp32"),
     )
     number(args.patch, "--patch", lo=1, hi=1 << 16, integer=True)
     number(args.synthetic_ratio, "--synthetic-ratio", lo=0, hi=1)
@@ -123,6 +127,7 @@ def build_config(args):
         cfg = corrections_config(init, "", steps=args.steps, batch=args.batch, patch_px=args.patch, lr=args.lr,
                                  seed=args.seed)
         cfg.threads, cfg.appearance = args.threads, args.appearance
+        cfg.precision = getattr(args, "precision", "fp32")
         cfg.name = args.name or Path(args.output).name
         cfg.notes.update({"patch_input_px": args.patch, "images": [str(p) for p in args.images],
                           "masks": [str(p) for p in args.masks]})

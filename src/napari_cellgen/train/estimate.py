@@ -19,22 +19,25 @@ def seconds_per_step(cfg, device: str = "cpu") -> float:
     """Measured seconds of one optimisation step of ``cfg`` (a :class:`~.loop.TrainConfig`)."""
     import torch
 
-    from .loop import _init_model
+    from .loop import _autocast, _fast_layout, _init_model
 
-    key = (str(cfg.init), cfg.base, cfg.depth, cfg.context, cfg.patch, cfg.batch, device, torch.get_num_threads())
+    key = (str(cfg.init), cfg.base, cfg.depth, cfg.context, cfg.patch, cfg.batch, cfg.precision, device,
+           torch.get_num_threads())
     if key in _CACHE:
         return _CACHE[key]
     model, card = _init_model(replace(cfg, rescale=None, recontext=None))
-    model.to(device).train()
+    _fast_layout(torch, model.to(device), device).train()  # as the loop trains it
     channels = 2 * int(card.get("context", 0)) + 1
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
     gen = torch.Generator().manual_seed(0)
 
     def step(b: int) -> float:
-        x = torch.rand(b, channels, cfg.patch, cfg.patch, generator=gen).to(device)
+        x = _fast_layout(torch, torch.rand(b, channels, cfg.patch, cfg.patch, generator=gen).to(device), device)
         y = (torch.rand(b, 1, cfg.patch, cfg.patch, generator=gen) > 0.5).float().to(device)
         t0 = time.perf_counter()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        with _autocast(torch, device, cfg.precision):
+            logits = model(x)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
