@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from torch import nn
 
-from napari_cellgen.segment.physical import adapt
+from napari_cellgen.segment.physical import adapt, section_spacing
 from napari_cellgen.segment.pipeline import SegmentOptions, segment
 
 CARD = {"context": 1, "scale": 0.5, "pixel_size_nm": [5.0, 5.0, 5.0], "tile": 64, "overlap": 16,
@@ -34,6 +34,33 @@ def test_anisotropy_decides_the_context():
     assert not adapt(CARD, (50.0, 5.0, 5.0), z_context="neighbours")[1]
     assert adapt(CARD, (5.0, 5.0, 5.0), z_context="self")[1]
     assert not adapt(CARD, (50.0, 5.0), ndim=2)[1]
+
+
+def _tissue(n=81, size=128, seed=0):
+    """An isotropic random texture (smoothed noise): neighbouring slices 1 pixel apart."""
+    from scipy import ndimage as ndi
+
+    vol = ndi.gaussian_filter(np.random.default_rng(seed).normal(size=(n, size, size)), 2.0)
+    return np.clip(128 + vol / vol.std() * 40, 0, 255).astype(np.uint8)
+
+
+def test_section_spacing_is_measured_from_the_image():
+    vol = _tissue()
+    for step in (1, 4, 8):
+        assert section_spacing(vol[::step]) == pytest.approx(step, rel=0.35), step
+    assert section_spacing(vol[:1]) is None and section_spacing(vol[0]) is None  # one slice: nothing to compare
+    assert section_spacing(np.zeros((4, 64, 64), np.uint8)) is None  # flat slices: cannot tell
+
+
+def test_thick_sections_without_a_z_spacing_are_each_their_own_context():
+    vol = _tissue()
+    card, own, msgs = adapt(CARD, None, image=vol[::8])  # 8 px apart, the model's 5 nm: 40 nm sections
+    assert own and "look about" in msgs[0] and "--z-context neighbours" in msgs[0]
+    assert not adapt(CARD, None, image=vol)[1]  # thin sections: neighbours stay context
+    assert not adapt(CARD, None, image=vol[::2])[1]  # 2x: below the switch, as with a given spacing
+    assert adapt(CARD, (5.0, 10.0, 10.0), image=vol[::2])[1] is False  # the file's z spacing wins
+    assert adapt(CARD, (10.0, 10.0), image=vol[::2])[1]  # 10 nm pixels, 2 px apart: 20 nm, 4x the model's
+    assert not adapt(CARD, None, image=vol[::8], z_context="neighbours")[1]
 
 
 class Probe(nn.Module):
@@ -74,6 +101,12 @@ def test_pipeline_rescales_and_switches_context():
     # disagreeing neighbours erase the dark squares when read as context, not when each slice is its own
     assert (thin[0, 25:35, 25:35] == 0).all()
     assert (thick.labels[0, 25:35, 25:35] > 0).all() and (thick.labels[1, 7:13, 7:13] > 0).all()
+    # no z spacing at all: measured from the image (neighbours this different are thick sections)
+    measured = segment(img, opts, model=(probe, CARD))
+    forced = segment(img, SegmentOptions(device="cpu", min_size=1, tta=1, measure=False, slices="volume",
+                                         z_context="self"), model=(probe, CARD))
+    assert "look about" in measured.message and (measured.labels == forced.labels).all()
+    assert (measured.labels[0, 25:35, 25:35] > 0).all()
 
 
 def test_a_given_pixel_size_is_used_when_the_file_has_none():

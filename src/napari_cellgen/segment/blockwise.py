@@ -190,7 +190,12 @@ def segment_blockwise_iter(
         pick_device(opt.device)  # fail now, not in the first block, for an impossible device
     net, card = _model_for(opt, model)
     pixel_size = given_pixel_size(opt.pixel_size, pixel_size, 3)
-    card, own_context, notes = adapt(card, pixel_size, ndim=3, z_context=opt.z_context)  # as in memory
+    try:  # as in memory (measuring the section spacing reads a few slices on the client)
+        card, own_context, notes = adapt(card, pixel_size, ndim=3, z_context=opt.z_context,
+                                         image=None if independent else image)
+    except (OSError, RuntimeError) as exc:
+        card, own_context, notes = adapt(card, pixel_size, ndim=3, z_context=opt.z_context)
+        notes.append(f"could not measure the section spacing ({type(exc).__name__}); neighbours are context")
     message = "; ".join([m for m in (message, *notes) if m])
     independent = independent or own_context
     n = int(image.shape[0])

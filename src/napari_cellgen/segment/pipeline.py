@@ -165,7 +165,8 @@ def segment_iter(
     else:
         net, card = model
     pixel_size = given_pixel_size(opt.pixel_size, pixel_size, image.ndim)
-    card, own_context, notes = adapt(card, pixel_size, ndim=image.ndim, z_context=opt.z_context)
+    card, own_context, notes = adapt(card, pixel_size, ndim=image.ndim, z_context=opt.z_context,
+                                     image=None if independent else image)
     message = "; ".join([m for m in (message, *notes) if m])
     if prob_out is None:
         prob_out = np.zeros(image.shape, np.uint8)
