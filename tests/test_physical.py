@@ -140,3 +140,22 @@ def test_cli_refuses_a_bad_pixel_size_in_one_line(tmp_path, capsys, value):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "pixel" in err and "Traceback" not in err
     assert not (tmp_path / "l.tif").exists()
+
+
+def test_thick_sections_left_to_auto_are_segmented_with_the_model_for_other_em():
+    from napari_cellgen._sample_data import sample_paths
+    from napari_cellgen.io import read_stack
+    from napari_cellgen.models.store import DEFAULT_MODEL, THICK_SECTIONS_MODEL
+
+    img_path, gt_path = sample_paths()
+    image = np.asarray(read_stack(img_path)[0])[::6]  # 2 sections 30 nm apart, no pixel size given
+    truth = np.asarray(read_stack(gt_path)[0])[::6] > 0
+    opts = dict(device="cpu", views=1, measure=False)
+    res = segment(image, SegmentOptions(**opts))  # the model left to the plugin
+    assert res.card["name"] == THICK_SECTIONS_MODEL and "thick sections: segmented with" in res.message
+    iou = np.logical_and(res.labels > 0, truth).sum() / np.logical_or(res.labels > 0, truth).sum()
+    assert iou > 0.6, iou
+    chosen = segment(image, SegmentOptions(model=DEFAULT_MODEL, **opts))  # a model the user chose is kept
+    assert chosen.card["name"] == DEFAULT_MODEL and "own context" in chosen.message
+    thin = segment(np.asarray(read_stack(img_path)[0])[:2], SegmentOptions(model="auto", **opts))
+    assert thin.card["name"] == DEFAULT_MODEL and "thick" not in thin.message

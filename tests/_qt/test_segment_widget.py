@@ -194,3 +194,27 @@ def test_int8_from_the_dock_finds_what_fp32_finds(make_napari_viewer, qtbot, tmp
     q = layer.data > 0
     assert fp.any() and (fp & q).sum() / (fp | q).sum() > 0.95
     assert "em mitochondria [2]" not in viewer.layers
+
+
+def test_thick_sections_from_the_dock_use_the_model_for_other_em(make_napari_viewer, qtbot):
+    """The user opens an ssTEM-like stack (sections 30 nm apart, no pixel size) and presses Segment."""
+    from napari_cellgen._qt.segment_widget import SegmentWidget
+    from napari_cellgen._sample_data import sample_paths
+    from napari_cellgen.io import read_stack
+    from napari_cellgen.models.store import THICK_SECTIONS_MODEL
+
+    img_path, gt_path = sample_paths()
+    viewer = make_napari_viewer()
+    viewer.add_image(np.asarray(read_stack(img_path)[0])[::6], name="sstem")
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.reset_choices()
+    assert w.model.value == "auto"  # nothing chosen: the plugin picks
+    w.views.value = 1
+    w.start()
+    qtbot.waitUntil(lambda: "sstem mitochondria" in viewer.layers and w._ended, timeout=60000)
+    layer = viewer.layers["sstem mitochondria"]
+    assert layer.metadata["cellgen_model"] == THICK_SECTIONS_MODEL
+    assert f"segmented with {THICK_SECTIONS_MODEL}" in w.status.value
+    truth = np.asarray(read_stack(gt_path)[0])[::6] > 0
+    assert np.logical_and(layer.data > 0, truth).sum() / np.logical_or(layer.data > 0, truth).sum() > 0.6

@@ -26,11 +26,13 @@ from ._workers import Job
 
 
 def _model_choices(_widget=None):
-    from ..models.store import list_models
+    from ..models.store import DEFAULT_MODEL, THICK_SECTIONS_MODEL, list_models
     from .interop import OPENED_PACKAGES
 
-    # (label, value): registered names, then bioimage.io packages opened with "Open bioimage.io .zip"
-    return [(n, n) for n in list_models()] + list(OPENED_PACKAGES.items())
+    # (label, value): "auto" (the pipeline picks, segment/pipeline.py:auto_model), registered names,
+    # then bioimage.io packages opened with "Open bioimage.io .zip"
+    auto = [(f"auto: {DEFAULT_MODEL} ({THICK_SECTIONS_MODEL} for thick sections)", "auto")]
+    return auto + [(n, n) for n in list_models()] + list(OPENED_PACKAGES.items())
 
 
 def _cluster_job(layer, data, options, scheduler: str, pixel_size):

@@ -33,8 +33,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "them to the input OME-Zarr IMG.zarr (its image untouched)")
     p.add_argument("--csv", help="write per-object measurements to this CSV file (default: none)")
     p.add_argument("--model", default=None,
-                   help="registered model name, model folder or bioimage.io .zip (default: the shipped "
-                   "mito-unet)")
+                   help="registered model name, model folder or bioimage.io .zip (default: auto, the shipped "
+                   "mito-unet, or mito-unet-travel when the sections are thick, as in ssTEM)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold")
     p.add_argument("--tile", type=int, default=None, metavar="PX",

@@ -20,6 +20,10 @@ from ..registry import looks_like_path, safe_name  # noqa: F401  (part of this m
 CARD = "card.json"
 WEIGHTS = "model.safetensors"
 DEFAULT_MODEL = "mito-unet"
+# the model left to the plugin: DEFAULT_MODEL, or THICK_SECTIONS_MODEL for thick sections (ssTEM), which
+# come from another microscope or protocol (segment/pipeline.py:auto_model; docs/benchmarks.md)
+AUTO_MODELS = (None, "", "default", "auto")
+THICK_SECTIONS_MODEL = "mito-unet-travel"
 
 
 class ModelError(ValueError):
@@ -103,7 +107,8 @@ def _model_at(path: Path) -> Path | None:
 def resolve(name_or_dir: str | os.PathLike | None) -> Path:
     """Find a model folder: registered names first; folders only when the argument is a path."""
     return registry.resolve(
-        name_or_dir, default=DEFAULT_MODEL, known=list_models, as_path=_model_at, error=ModelError,
+        None if name_or_dir in AUTO_MODELS else name_or_dir, default=DEFAULT_MODEL, known=list_models,
+        as_path=_model_at, error=ModelError,
         not_a_path=f"{{arg}} is not a model folder (one holding {WEIGHTS} and {CARD}) "
                    "or a bioimage.io package (.zip) written by `cellgen export`.",
         unknown=f"No model called {{name!r}}. Known models: {{known}}; "

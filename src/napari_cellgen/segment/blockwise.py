@@ -159,7 +159,7 @@ def segment_blockwise_iter(
     ``options.measure`` the result carries the measurement table. Close to cancel.
     """
     from ..io.zarr_io import ZarrWriter
-    from .pipeline import SegmentOptions
+    from .pipeline import SegmentOptions, switch_for_thick_sections
     from .predict import check_image, pick_device
 
     opt = (options or SegmentOptions()).validate()
@@ -196,6 +196,9 @@ def segment_blockwise_iter(
     except (OSError, RuntimeError) as exc:
         card, own_context, notes = adapt(card, pixel_size, ndim=3, z_context=opt.z_context)
         notes.append(f"could not measure the section spacing ({type(exc).__name__}); neighbours are context")
+    if model is None and (switched := switch_for_thick_sections(opt, card, own_context, notes, pixel_size, 3,
+                                                                "cpu")):
+        net, card, notes = switched
     message = "; ".join([m for m in (message, *notes) if m])
     independent = independent or own_context
     n = int(image.shape[0])

@@ -23,7 +23,9 @@ class SegmentOptions:
     ``tta=`` (now ``views``) and ``batch_size=`` (now ``batch``) are still accepted.
     """
 
-    model: str | None = None  # registered name or folder; None = shipped default
+    # registered name or folder; None (or "auto") = the shipped default, or for thick sections its twin
+    # trained for other EM (auto_model)
+    model: str | None = None
     threshold: float = 0.5
     tile: int | None = None  # input pixels; None = the model card's
     overlap: int | None = None  # input pixels; None = the model card's
@@ -134,6 +136,34 @@ def get_model(name=None, device: str = "cpu"):
     return _MODEL_CACHE[key]
 
 
+def auto_model(model: str | None, own_context: bool, z_context: str) -> str | None:
+    """The model to use instead when the model was left to the plugin and the sections are thick.
+
+    Thick sections (z spacing >= 3x the model's, given or measured) come from serial-section TEM or
+    another protocol, not from Lucchi's FIB-SEM: ``mito-unet-travel``, trained for other microscopes and
+    section thicknesses, scores 0.897 vs 0.896 on thick Lucchi sections and 0.701 vs 0.380 on degraded
+    ones (docs/benchmarks.md). None: keep the model.
+    """
+    from ..models.store import AUTO_MODELS, THICK_SECTIONS_MODEL, list_models
+
+    if model not in AUTO_MODELS or not own_context or z_context != "auto":
+        return None
+    return THICK_SECTIONS_MODEL if THICK_SECTIONS_MODEL in list_models() else None
+
+
+def switch_for_thick_sections(opt, card, own_context, notes, pixel_size, ndim, device):
+    """``(net, card, notes)`` of :func:`auto_model`'s choice, or None to keep the model."""
+    from .physical import adapt
+
+    name = auto_model(opt.model, own_context, opt.z_context)
+    if name is None:
+        return None
+    net, new = get_model(name, device)
+    new, _, _ = adapt(new, pixel_size, ndim=ndim, z_context="self")  # its scale for this pixel size
+    return net, new, [*notes, f"thick sections: segmented with {name} (trained for other EM and section "
+                              f"thicknesses; choose the model {card.get('name', 'mito-unet')} to keep it)"]
+
+
 def segment_iter(
     image,
     options: SegmentOptions | None = None,
@@ -167,6 +197,9 @@ def segment_iter(
     pixel_size = given_pixel_size(opt.pixel_size, pixel_size, image.ndim)
     card, own_context, notes = adapt(card, pixel_size, ndim=image.ndim, z_context=opt.z_context,
                                      image=None if independent else image)
+    if model is None and (switched := switch_for_thick_sections(opt, card, own_context, notes, pixel_size,
+                                                                image.ndim, device)):
+        net, card, notes = switched
     message = "; ".join([m for m in (message, *notes) if m])
     if prob_out is None:
         prob_out = np.zeros(image.shape, np.uint8)
