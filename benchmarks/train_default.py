@@ -83,7 +83,7 @@ def main(argv=None):
     ap.add_argument("--val-slices", default=None,
                     help="slices to validate on, e.g. 33-65, or 'none' (default: the last --n-val)")
     ap.add_argument("--precision", choices=TRAIN_PRECISIONS, default="fp32",
-                    help="training arithmetic: bf16 autocast is about 2.4x faster on CPUs with native bfloat16")
+                    help="training arithmetic: bf16 autocast is about 2x faster on CPUs with native bfloat16")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--final", type=Path, default=None,
                     help="also write the last (EMA) weights, chosen by no validation, as a model folder here")

@@ -91,7 +91,7 @@ class TrainWidget(GeneratorTraining, BioimageioExport, Container):
                     "edges), found again five times per run; 0 = off")
         self.precision = ComboBox(
             label="precision", choices=["fp32", "bf16"], value="fp32",
-            tooltip="bf16: bfloat16 arithmetic, about 2.4x faster on CPUs with native bfloat16 (AVX512-BF16, AMX), "
+            tooltip="bf16: bfloat16 arithmetic, about 2x faster on CPUs with native bfloat16 (AVX512-BF16, AMX), "
                     "slower on others")
         self.finetune_btn = PushButton(text="Fine-tune on my corrections")
         self.start_btn = PushButton(text="Start")

@@ -47,7 +47,7 @@ class TrainConfig:
     tile: int = 256
     overlap: int = 32
     threads: int | None = None
-    # arithmetic of the training steps: "fp32", or "bf16" (autocast; about 2.4x faster on CPUs with
+    # arithmetic of the training steps: "fp32", or "bf16" (autocast; about 2x faster on CPUs with
     # native bfloat16, e.g. AVX512-BF16 or AMX; weights, optimizer and loss stay float32)
     precision: str = "fp32"
     synthetic_ratio: float = 0.0  # share of each batch drawn from the synthetic pairs, if any
