@@ -31,12 +31,10 @@ MODES = (("fp32, contiguous", "fp32", False), ("fp32, channels-last", "fp32", Tr
 
 def one_step(torch, model, opt, x, y, precision: str) -> float:
     """Seconds of one optimisation step as the training loop does it."""
-    from napari_cellgen.train.loop import _autocast, _loss
+    from napari_cellgen.train.loop import _logits, _loss
 
     t0 = time.perf_counter()
-    with _autocast(torch, "cpu", precision):
-        logits = model(x)
-    loss = _loss(logits.float(), y, "batch")
+    loss = _loss(_logits(torch, model, x, "cpu", precision), y, "batch")
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()

@@ -25,6 +25,7 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import notification_manager, show_error, show_info
 
+from ..train.loop import TRAIN_PRECISIONS
 from ._collapse import Advanced
 from ._layers import layer_array, track_edits, widen
 from ._train_generator import GeneratorTraining, _stamp
@@ -90,7 +91,7 @@ class TrainWidget(GeneratorTraining, BioimageioExport, Container):
             tooltip="share of patches centred on what the model currently gets wrong (look-alikes, missed "
                     "edges), found again five times per run; 0 = off")
         self.precision = ComboBox(
-            label="precision", choices=["fp32", "bf16"], value="fp32",
+            label="precision", choices=list(TRAIN_PRECISIONS), value="fp32",
             tooltip="bf16: bfloat16 arithmetic, about 2x faster on CPUs with native bfloat16 (AVX512-BF16, AMX), "
                     "slower on others")
         self.finetune_btn = PushButton(text="Fine-tune on my corrections")

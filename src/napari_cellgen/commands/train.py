@@ -20,6 +20,7 @@ from pathlib import Path
 
 def add_parser(sub) -> argparse.ArgumentParser:
     from ..cli import old_spelling
+    from ..train.loop import TRAIN_PRECISIONS
 
     p = sub.add_parser(
         "train",
@@ -54,7 +55,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/last")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+    p.add_argument("--precision", choices=TRAIN_PRECISIONS, default="fp32",
                    help="training arithmetic: bf16 (bfloat16 autocast) is about 2x faster on CPUs with native "
                         "bfloat16 (AVX512-BF16, AMX) and slower on others (default fp32)")
     p.add_argument("--name", default=None, help="register the model under this name (default: MODEL_DIR's)")

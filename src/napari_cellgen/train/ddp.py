@@ -61,7 +61,7 @@ def _rank_train(rank: int, world: int, pairs, out_dir: str, cfg, device: str, ba
     from ..models.store import save_model
     from .augment import augment
     from .data import PatchSampler
-    from .loop import _autocast, _init_model, _loss, _lr_factor, _selection, evaluate, prepare_regions
+    from .loop import _init_model, _logits, _loss, _lr_factor, _selection, evaluate, prepare_regions
 
     local_rank = rank if local_rank is None else local_rank
     if device.startswith("cuda"):
@@ -103,9 +103,7 @@ def _rank_train(rank: int, world: int, pairs, out_dir: str, cfg, device: str, ba
             x, y = sampler.sample(per_rank)
             x, y = augment(torch.from_numpy(x), torch.from_numpy(y), gen, elastic_p=cfg.elastic_p,
                            appearance=cfg.appearance)
-            with _autocast(torch, device, cfg.precision):
-                logits = ddp(x.to(device))
-            loss = _loss(logits.float(), y.to(device), cfg.dice)
+            loss = _loss(_logits(torch, ddp, x.to(device), device, cfg.precision), y.to(device), cfg.dice)
             opt.zero_grad(set_to_none=True)
             loss.backward()  # gradients are averaged across ranks here
             opt.step()

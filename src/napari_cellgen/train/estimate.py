@@ -19,7 +19,7 @@ def seconds_per_step(cfg, device: str = "cpu") -> float:
     """Measured seconds of one optimisation step of ``cfg`` (a :class:`~.loop.TrainConfig`)."""
     import torch
 
-    from .loop import _autocast, _fast_layout, _init_model
+    from .loop import _fast_layout, _init_model, _logits
 
     key = (str(cfg.init), cfg.base, cfg.depth, cfg.context, cfg.patch, cfg.batch, cfg.precision, device,
            torch.get_num_threads())
@@ -35,9 +35,7 @@ def seconds_per_step(cfg, device: str = "cpu") -> float:
         x = _fast_layout(torch, torch.rand(b, channels, cfg.patch, cfg.patch, generator=gen).to(device), device)
         y = (torch.rand(b, 1, cfg.patch, cfg.patch, generator=gen) > 0.5).float().to(device)
         t0 = time.perf_counter()
-        with _autocast(torch, device, cfg.precision):
-            logits = model(x)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(_logits(torch, model, x, device, cfg.precision), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

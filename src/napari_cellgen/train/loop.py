@@ -113,18 +113,18 @@ DICE_MODES = ("sample", "batch")
 TRAIN_PRECISIONS = ("fp32", "bf16")
 
 
-def _autocast(torch, device: str, precision: str):
-    """bfloat16 autocast for the forward pass, or nothing."""
-    import contextlib
-
+def _logits(torch, model, x, device: str, precision: str):
+    """The training forward pass in the run's arithmetic (bfloat16 autocast for "bf16"), as float32
+    logits for the loss. Used by the loop, DDP and the time estimate alike."""
     if precision != "bf16":
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+        return model(x)
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+        return model(x).float()
 
 
 def _fast_layout(torch, t, device: str):
-    """A model or batch in oneDNN's fast layout on the CPU (channels-last: 1.5x faster steps, the same
-    arithmetic); unchanged elsewhere. Used by the loop and by the time estimate alike."""
+    """A model or batch in oneDNN's fast layout on the CPU (channels-last: 1.18x faster steps here, the
+    same arithmetic); unchanged elsewhere. Used by the loop and by the time estimate alike."""
     if torch.device(device).type != "cpu":
         return t
     if isinstance(t, torch.Tensor):
@@ -417,12 +417,11 @@ def _train(torch, pairs, out_dir, cfg, val_pairs, resume, device, synthetic=None
                 x, y = sampler.sample(cfg.batch)
             x, y = augment(torch.from_numpy(x), torch.from_numpy(y), gen, elastic_p=cfg.elastic_p,
                            appearance=cfg.appearance)
-            # explicit: a reused worker thread may have been left in no-grad/inference mode
             x = _fast_layout(torch, x.to(device), device)
+            # explicit: a reused worker thread may have been left in no-grad/inference mode
             with torch.inference_mode(False), torch.enable_grad():
-                with _autocast(torch, device, cfg.precision):
-                    logits = model(x)
-                loss = _loss(logits.float(), y.to(device), cfg.dice, cfg.emphasis)
+                logits = _logits(torch, model, x, device, cfg.precision)
+                loss = _loss(logits, y.to(device), cfg.dice, cfg.emphasis)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
