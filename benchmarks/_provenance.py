@@ -50,6 +50,34 @@ def model_ref(name_or_dir) -> dict:
     return ref
 
 
+def trained_lucchi_slices(name_or_dir) -> set[int]:
+    """The Lucchi training-volume slices a segmenter's card says it trained on (empty if none named)."""
+    from napari_cellgen.models.store import read_card, resolve
+    from napari_cellgen.train.data import parse_slices
+
+    training = read_card(resolve(name_or_dir)).get("training") or {}
+    spans = training.get("train_slices_list")
+    if not spans or spans == "none" or "lucchi" not in str(training.get("data", "")).lower():
+        return set()
+    return set(parse_slices(str(spans), 165))
+
+
+def check_unseen(name_or_dir, slices, what: str = "evaluates on") -> None:
+    """Stop a benchmark whose model trained on the Lucchi slices it scores (a number that is no estimate).
+
+    The shipped ``mito-unet`` v4 trained on all 165 slices: benchmarks that score held-out Lucchi
+    blocks take a model that never saw them, e.g. a CV fold's (``runs/cv/<recipe>/fold4/last``
+    never saw 130-164).
+    """
+    seen = trained_lucchi_slices(name_or_dir) & {int(z) for z in slices}
+    if seen:
+        zs = sorted(seen)
+        raise SystemExit(f"{name_or_dir}: its card says it trained on Lucchi slices {zs[0]}-{zs[-1]} "
+                         f"({len(zs)} of them), which this benchmark {what}; pass --model with a model that "
+                         "never saw them, e.g. a cross-validation fold's: runs/cv/scratch8k_bf16/fold4/last "
+                         "(trained on 0-129; python benchmarks/cv.py)")
+
+
 def generator_ref(name_or_dir) -> dict:
     """A generator as a result names it: card name, sha256 of the VAE's and the denoiser's weights."""
     from napari_cellgen.generate.store import CARD, PARTS, WEIGHTS, resolve_generator

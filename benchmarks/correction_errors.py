@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _provenance import model_ref, stamp, write_json  # noqa: E402
+from _provenance import check_unseen, model_ref, stamp, write_json  # noqa: E402
 from correction_loop import DATA, paint_fixes  # noqa: E402
 
 
@@ -62,6 +62,7 @@ def main(argv=None):
     lo = args.block
     img = tifffile.imread(args.data / "training.tif")[lo:lo + 20]
     gt = tifffile.imread(args.data / "training_groundtruth.tif")[lo:lo + 20]
+    check_unseen(args.model, range(lo, lo + 20))
     model_dir = resolve(args.model)
     r = segment(img, SegmentOptions(model=str(model_dir), measure=False))
     res = {"what": "error regions the correction loop paints, described", "block": [lo, lo + 19],

@@ -35,7 +35,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _provenance import machine, model_ref, stamp, write_json  # noqa: E402
+from _provenance import check_unseen, machine, model_ref, stamp, write_json  # noqa: E402
 
 DATA = HERE.parent.parent / "shared" / "data" / "lucchi"
 
@@ -99,6 +99,7 @@ def main(argv=None):
         from finetune_gain import PRESETS, degrade
 
         img, gt = degrade(img, gt, PRESETS[args.degradation])
+    check_unseen(args.model, range(lo, hi))
     model_dir = resolve(args.model)
     opts = SegmentOptions(model=str(model_dir), measure=False)
     before = segment(img, opts).labels

@@ -50,7 +50,8 @@ def score(model_dir: Path, img, gt, zs) -> dict:
     from napari_cellgen.metrics import foreground_iou
     from napari_cellgen.segment.pipeline import SegmentOptions, segment
 
-    lab = segment(img[zs[0]:zs[-1] + 1], SegmentOptions(model=str(model_dir), measure=False)).labels
+    # fp32, as every fold was scored before int8 became cellgen's CPU default (a protocol keeps its metric)
+    lab = segment(img[zs[0]:zs[-1] + 1], SegmentOptions(model=str(model_dir), measure=False, precision="fp32")).labels
     return {"iou": foreground_iou(lab, gt[zs[0]:zs[-1] + 1])}
 
 

@@ -79,7 +79,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _provenance import generator_ref, model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
+from _provenance import check_unseen, generator_ref, model_ref, stamp, write_json  # benchmarks/ is on sys.path
 from finetune_gain import PRESETS, degrade, iou_on
 from synthetic_gain import cellgen
 
@@ -371,6 +371,7 @@ def main(argv=None):
     log = work / "commands.log"
 
     lo, hi = BLOCK
+    check_unseen(args.model, range(lo, hi))
     src_img = tifffile.imread(args.data / "training.tif")[lo:hi]
     src_gt = tifffile.imread(args.data / "training_groundtruth.tif")[lo:hi]
     thick_img, thick_gt = thicken(src_img, src_gt, args.thickness)

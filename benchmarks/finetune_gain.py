@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _provenance import model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
+from _provenance import check_unseen, model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "lucchi"
@@ -138,6 +138,7 @@ def main(argv=None):
     train_zs = [int(z) - lo for z in args.train_slices.split(",")]
     test_zs = [z for z in range(hi - lo) if z not in train_zs]
     deg, deg_mask = degrade(img, gt, PRESETS[args.degradation], args.seed)
+    check_unseen(args.model, range(lo, hi))
     model, card = load_model(args.model)
     model_dir = str(resolve(args.model))
     res = {"what": "IoU of the shipped model on degraded unseen EM before/after fine-tuning on 2 slices",

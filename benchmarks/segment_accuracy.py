@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from _provenance import model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
+from _provenance import check_unseen, model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
 
 from napari_cellgen.metrics import IoU, foreground_iou
 from napari_cellgen.segment.pipeline import SegmentOptions, segment
@@ -40,13 +40,15 @@ def main(argv=None):
     ap.add_argument("--views", "--tta", type=int, default=defaults.views, choices=(1, 2, 4),
                     help="cellgen segment --views: test-time augmentation views (default %(default)s, cellgen's)")
     ap.add_argument("--median", action="store_true", help="3x3x3 median filter on the probabilities (cellgen --median)")
+    ap.add_argument("--precision", default=defaults.precision, help="cellgen segment --precision (default: cellgen's)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/segment_accuracy.json"))
     args = ap.parse_args(argv)
 
     img = tifffile.imread(args.data / "training.tif")[args.first :]
+    check_unseen(args.model, range(args.first, args.first + len(img)))
     gt = tifffile.imread(args.data / "training_groundtruth.tif")[args.first :] > 0
     opts = SegmentOptions(model=args.model, device="cpu", views=args.views, median=args.median,
-                          min_size=args.min_size, measure=False)
+                          min_size=args.min_size, measure=False, precision=args.precision)
     t0 = time.perf_counter()
     got = segment(img, opts)  # as cellgen segment runs it
     t_all = time.perf_counter() - t0
@@ -54,6 +56,7 @@ def main(argv=None):
     assert prob.dtype == np.uint8, prob.dtype  # what cellgen segment writes
     res = {"what": "foreground IoU of cellgen segment's labels (> 0) on the held-out slices, full resolution",
            "model": model_ref(args.model), "views": args.views, "median": args.median, "min_size": args.min_size,
+           "precision": args.precision, "precision_used": None,
            "slices": f"{args.first}-{args.first + len(img) - 1}", "thresholds_uint8_prob": {}}
     for t in (0.3, 0.4, 0.5, 0.6, 0.7):
         res["thresholds_uint8_prob"][str(t)] = foreground_iou(prob >= t * 255, gt)
@@ -65,6 +68,7 @@ def main(argv=None):
         per_slice_iou=per,
         n_objects=got.n_objects,
         pipeline_message=got.message,
+        precision_used=(got.options or {}).get("precision"),
         segment_seconds=t_all,
         machine=f"{platform.machine()} {platform.processor() or ''}".strip(),
         cpu_count=os.cpu_count(),

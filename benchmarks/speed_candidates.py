@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from _provenance import model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
+from _provenance import check_unseen, model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lucchi"
 BACKENDS = ("torch-fp32", "torch-int8", "ort-fp32", "ort-int8", "openvino-fp32", "openvino-int8")
@@ -452,6 +452,7 @@ def main(argv=None):
     from napari_cellgen.segment.quantize import BatchRecorder
 
     torch.set_num_threads(args.threads)
+    check_unseen(args.model, parse_slices(args.slices))
     opts = SegmentOptions(model=args.model, device="cpu")
     views = args.views or opts.views
     _, card = get_model(args.model, "cpu")

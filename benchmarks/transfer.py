@@ -23,7 +23,7 @@ import json
 import time
 from pathlib import Path
 
-from _provenance import machine, model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
+from _provenance import check_unseen, machine, model_ref, stamp, write_json  # benchmarks/ is on sys.path
 from finetune_gain import PRESETS, degrade
 from travel import resample
 
@@ -64,6 +64,7 @@ def main(argv=None):
     res = {"what": "foreground IoU of the whole pipeline on appearance-shifted surrogates of Lucchi "
                    f"slices {args.slices}, without / with the pixel size", "presets": PRESETS, "models": []}
     for name in args.models:
+        check_unseen(name, range(a, b + 1))
         model_dir = resolve(name)
         opts = SegmentOptions(model=str(model_dir), measure=False)
         row = {"model": {**model_ref(model_dir), "given": name}, "cases": {}}

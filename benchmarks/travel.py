@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _provenance import machine, model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
+from _provenance import check_unseen, machine, model_ref, stamp, write_json  # benchmarks/ is on sys.path
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "lucchi"
@@ -64,6 +64,7 @@ def main(argv=None):
         "aniso": (aniso, ganiso > 0, (40.0, 5.0, 5.0)),
         "aniso10": (*resample(aniso, ganiso, 0.5), (40.0, 10.0, 10.0)),
     }
+    check_unseen(args.model, range(140, 165), "scores as never seen (its 5 nm and 10 nm cases)")
     model_dir = resolve(args.model)
     opts = SegmentOptions(model=str(model_dir), measure=False)
     res = {"what": "foreground IoU of the whole pipeline on resampled / anisotropic Lucchi, with and "

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
-from _provenance import model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
+from _provenance import check_unseen, model_ref, stamp, write_json  # run as a script: benchmarks/ is on sys.path
 
 from napari_cellgen._progress import run
 from napari_cellgen.metrics import foreground_iou
@@ -42,6 +42,7 @@ def held_out(model_name, data: Path, first: int, last: int | None = None):
     img = tifffile.imread(data / "training.tif")
     gt = tifffile.imread(data / "training_groundtruth.tif")
     last = img.shape[0] - 1 if last is None else last
+    check_unseen(model_name, range(first, last + 1))
     model, card = load_model(model_name)
     model.eval()
     regions = build_regions(img, gt, list(range(first, last + 1)), card)

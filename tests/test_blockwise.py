@@ -67,7 +67,7 @@ def client():
 @pytest.mark.parametrize("mode, median", [("3d", False), ("3d", True), ("2d", False)])
 def test_blockwise_equals_in_memory(tmp_path, mode, median):
     img = blobs()
-    opt = SegmentOptions(min_size=20, device="cpu", mode=mode, median=median)
+    opt = SegmentOptions(precision="fp32", min_size=20, device="cpu", mode=mode, median=median)
     ref = segment(img, opt, model=(Bright(), CARD))
     res = segment_blockwise(img, tmp_path / "l.zarr", opt, model=(Bright(), CARD), block_z=4,
                             prob_out=tmp_path / "p.zarr")
@@ -84,7 +84,7 @@ def test_objects_split_by_block_borders_get_one_id(tmp_path):
     img[1:4, 20:26, 20:24] = img[1:4, 20:26, 30:34] = 220  # two arms in block 0 ...
     img[4:6, 20:26, 20:34] = 220  # ... joined only in block 2 (one object, U-shaped)
     img[9:12, 30:36, 5:11] = 220  # a separate object
-    opt = SegmentOptions(min_size=1, device="cpu", measure=False)
+    opt = SegmentOptions(precision="fp32", min_size=1, device="cpu", measure=False)
     res = segment_blockwise(img, tmp_path / "l.zarr", opt, model=(Bright(), CARD), block_z=2)
     lab = read(tmp_path / "l.zarr")
     assert res.n_objects == 3
@@ -105,7 +105,7 @@ def test_merge_ids_orders_by_first_appearance_and_filters_small():
 def test_local_cluster_equals_in_memory(tmp_path, client):
     img = blobs(seed=3)
     src = write_zarr(tmp_path / "em.zarr", img, chunks=(5, 32, 32))
-    opt = SegmentOptions(min_size=20, device="cpu")
+    opt = SegmentOptions(precision="fp32", min_size=20, device="cpu")
     ref = segment(img, opt, model=(Bright(), CARD))
     res = segment_blockwise(src, tmp_path / "l.zarr", opt, model=(Bright(), CARD), block_z=3,
                             client=client, threads=1, prob_out=tmp_path / "p.zarr")
@@ -125,7 +125,7 @@ def test_failing_block_leaves_no_output(tmp_path, client):
     (src / "0" / "2.0.0").write_bytes(b"this chunk is corrupt")  # slices 8-11
     # blocks 2 and 3 both need slice 8 (block 2 as context): either may fail first
     with pytest.raises(BlockError, match=r"\(slices (4-7|8-11)\) failed on a worker: .*decompress"):
-        segment_blockwise(src, tmp_path / "l.zarr", SegmentOptions(device="cpu"),
+        segment_blockwise(src, tmp_path / "l.zarr", SegmentOptions(precision="fp32", device="cpu"),
                           model=(Bright(), CARD), block_z=4, client=client)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["em.zarr"]  # no output, no partial folder
 
@@ -218,7 +218,7 @@ def test_tiff_source_is_opened_lazily_by_path(tmp_path):
 
     img = blobs((9, 48, 64), n=6, seed=6)
     tifffile.imwrite(tmp_path / "em.tif", img, compression="zlib", photometric="minisblack")
-    opt = SegmentOptions(min_size=5, device="cpu", measure=False)
+    opt = SegmentOptions(precision="fp32", min_size=5, device="cpu", measure=False)
     res = segment_blockwise(str(tmp_path / "em.tif"), tmp_path / "l.zarr", opt, model=(Bright(), CARD),
                             block_z=4)
     ref = segment(img, opt, model=(Bright(), CARD))
@@ -231,7 +231,7 @@ def test_measurements_of_slabs_too_big_for_memory_are_read_lazily(tmp_path, monk
 
     monkeypatch.setattr(block_tasks, "SLAB_BYTES", 0)
     img = blobs(seed=8)
-    opt = SegmentOptions(min_size=20, device="cpu")
+    opt = SegmentOptions(precision="fp32", min_size=20, device="cpu")
     ref = segment(img, opt, model=(Bright(), CARD))
     res = segment_blockwise(img, tmp_path / "l.zarr", opt, model=(Bright(), CARD), block_z=5)
     for col, values in ref.table.items():
@@ -242,14 +242,14 @@ def test_in_memory_and_blockwise_agree_at_the_minimum_size(tmp_path):
     # objects spanning slices and block borders, with min_size set at their own sizes (+0/+1):
     # both paths must keep and drop exactly the same objects, with the same ids
     img = blobs(seed=7)
-    opt0 = SegmentOptions(min_size=1, device="cpu", measure=False)
+    opt0 = SegmentOptions(precision="fp32", min_size=1, device="cpu", measure=False)
     ref = segment(img, opt0, model=(Bright(), CARD))
     sizes = np.bincount(ref.labels.ravel())[1:]
     multi = [int(s) for i, s in enumerate(sizes, 1) if len(np.unique(np.nonzero(ref.labels == i)[0])) > 2]
     assert len(multi) >= 3
     for j, ms in enumerate(sorted(multi)[:3]):
         for m in (ms, ms + 1):
-            opt = SegmentOptions(min_size=m, device="cpu", measure=False)
+            opt = SegmentOptions(precision="fp32", min_size=m, device="cpu", measure=False)
             mem = segment(img, opt, model=(Bright(), CARD))
             res = segment_blockwise(img, tmp_path / f"l{j}-{m}.zarr", opt, model=(Bright(), CARD), block_z=3)
             assert res.n_objects == mem.n_objects == int((sizes >= m).sum())

@@ -23,10 +23,11 @@ def _iou(a, b):
 
 def test_int8_finds_the_same_mitochondria_as_fp32():
     image, gt, px = _sample()
-    fp = segment(image, SegmentOptions(model=DEFAULT_MODEL, device="cpu", measure=False), pixel_size=px)
+    fp = segment(image, SegmentOptions(model=DEFAULT_MODEL, device="cpu", measure=False, precision="fp32"),
+                 pixel_size=px)
     q = segment(image, SegmentOptions(model=DEFAULT_MODEL, device="cpu", measure=False, precision="int8"),
                 pixel_size=px)
-    assert q.options["precision"] == "int8"
+    assert fp.options["precision"] == "fp32" and q.options["precision"] == "int8"
     assert _iou(q.labels > 0, fp.labels > 0) > 0.95
     assert _iou(q.labels > 0, gt) > 0.6 and abs(_iou(q.labels > 0, gt) - _iou(fp.labels > 0, gt)) < 0.02
     # a single 2D image too
@@ -69,3 +70,33 @@ def test_bad_precision_and_int8_with_workers_are_refused(tmp_path, capsys):
     rc = main(["segment", str(tmp_path / "em.tif"), "-o", str(tmp_path / "s.tif"), "--precision", "int8",
                "--quiet"])
     assert rc == 0 and tifffile.imread(tmp_path / "s.tif").max() > 0
+
+
+def test_auto_precision_is_int8_on_the_cpu_and_fp32_where_int8_cannot_run(tmp_path):
+    import torch
+
+    from napari_cellgen.segment.blockwise import segment_blockwise
+    from napari_cellgen.segment.quantize import resolve_precision
+
+    image, gt, px = _sample(2)
+    assert SegmentOptions().precision == "auto"
+    auto = segment(image, SegmentOptions(model=DEFAULT_MODEL, device="cpu", measure=False), pixel_size=px)
+    assert auto.options["precision"] == "int8" and "int8" not in auto.message
+    assert _iou(auto.labels > 0, gt) > 0.6
+    assert resolve_precision("auto", "cuda") == resolve_precision("auto", "cpu", in_process=False) == "fp32"
+    assert resolve_precision("fp32", "cpu") == "fp32"
+
+    class Untraceable(torch.nn.Module):  # data-dependent control flow: FX cannot quantize it
+        def forward(self, x):
+            return x[:, :1] if float(x.mean()) > -1e9 else x[:, 1:2]
+
+    _, card = get_model(DEFAULT_MODEL, "cpu")
+    got = segment(image, SegmentOptions(measure=False, min_size=1), model=(Untraceable(), dict(card)), pixel_size=px)
+    assert got.options["precision"] == "fp32" and "int8 not possible for this model" in got.message
+    with pytest.raises(Exception):  # asked for explicitly, int8 is not quietly replaced
+        segment(image, SegmentOptions(measure=False, precision="int8"), model=(Untraceable(), dict(card)),
+                pixel_size=px)
+    # a dask cluster's workers run fp32 under "auto"
+    res = segment_blockwise(image, tmp_path / "l.zarr", SegmentOptions(model=DEFAULT_MODEL, measure=False),
+                            pixel_size=px)
+    assert res.n_objects > 0

@@ -74,7 +74,7 @@ def _all_context_is_the_slice(seen) -> bool:
 
 def test_unrelated_stack_is_detected_and_segmented_slice_by_slice(context_spy):
     tiles = _tiles(6)
-    res = segment(tiles, SegmentOptions(model="spy", min_size=1, measure=False))
+    res = segment(tiles, SegmentOptions(precision="fp32", model="spy", min_size=1, measure=False))
     assert "separate images" in res.message
     assert res.options["independent"] and res.options["mode"] == "2d"
     assert _all_context_is_the_slice(context_spy)  # never a neighbouring tile as context
@@ -83,11 +83,11 @@ def test_unrelated_stack_is_detected_and_segmented_slice_by_slice(context_spy):
     assert all(not (a & b) for a, b in zip(ids, ids[1:], strict=False))
 
     context_spy.clear()
-    res = segment(tiles, SegmentOptions(model="spy", min_size=1, measure=False, slices="volume"))
+    res = segment(tiles, SegmentOptions(precision="fp32", model="spy", min_size=1, measure=False, slices="volume"))
     assert res.message == "" and not _all_context_is_the_slice(context_spy)
 
     context_spy.clear()
-    res = segment(_volume(6), SegmentOptions(model="spy", min_size=1, measure=False))
+    res = segment(_volume(6), SegmentOptions(precision="fp32", model="spy", min_size=1, measure=False))
     assert res.message == "" and res.options["mode"] == "3d" and not _all_context_is_the_slice(context_spy)
 
 
@@ -111,7 +111,7 @@ def test_blockwise_honours_independent_slices(tmp_path, context_spy):
     from napari_cellgen.segment.blockwise import segment_blockwise
 
     tiles = _tiles(6)
-    res = segment_blockwise(tiles, tmp_path / "lab.zarr", SegmentOptions(model="spy", min_size=1, measure=False),
+    res = segment_blockwise(tiles, tmp_path / "lab.zarr", SegmentOptions(precision="fp32", model="spy", min_size=1, measure=False),
                             block_z=2)
     assert "separate images" in res.message
     assert _all_context_is_the_slice(context_spy)

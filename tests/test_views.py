@@ -62,7 +62,7 @@ def test_the_stand_in_tells_the_views_apart():
 
 @pytest.mark.parametrize("views", [1, 2, 4])
 def test_views_reach_inference_in_memory(views):
-    got = segment(_ramp(), SegmentOptions(views=views, measure=False, device="cpu"), model=(Slopes(), dict(CARD)))
+    got = segment(_ramp(), SegmentOptions(precision="fp32", views=views, measure=False, device="cpu"), model=(Slopes(), dict(CARD)))
     prob = _interior(got.probabilities)
     assert prob.dtype == np.uint8
     np.testing.assert_allclose(prob, _expected_uint8(views), atol=1)
@@ -72,7 +72,7 @@ def test_views_reach_inference_in_memory(views):
 def test_views_reach_inference_blockwise(tmp_path, views):
     import zarr
 
-    segment_blockwise(_ramp(4), tmp_path / "l.zarr", SegmentOptions(views=views, measure=False, device="cpu"),
+    segment_blockwise(_ramp(4), tmp_path / "l.zarr", SegmentOptions(precision="fp32", views=views, measure=False, device="cpu"),
                       block_z=2, prob_out=tmp_path / "p.zarr", model=(Slopes(), dict(CARD)))
     prob = zarr.open_array(str(tmp_path / "p.zarr" / "0"), mode="r")[:]
     np.testing.assert_allclose(_interior(prob), _expected_uint8(views), atol=1)
@@ -86,6 +86,6 @@ def test_cli_views_reach_inference(tmp_path, monkeypatch, views):
     src, prob = tmp_path / "ramp.tif", tmp_path / "prob.tif"
     tifffile.imwrite(src, _ramp())
     rc = cli.main(["segment", str(src), "-o", str(tmp_path / "l.tif"), "--probabilities", str(prob),
-                   "--model", str(model_dir), "--views", str(views), "--quiet"])
+                   "--model", str(model_dir), "--views", str(views), "--precision", "fp32", "--quiet"])
     assert rc == 0
     np.testing.assert_allclose(_interior(tifffile.imread(prob)), _expected_uint8(views), atol=1)

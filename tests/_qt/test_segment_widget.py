@@ -175,6 +175,8 @@ def test_int8_from_the_dock_finds_what_fp32_finds(make_napari_viewer, qtbot, tmp
     w = SegmentWidget(viewer)  # the shipped model, as a new user finds it
     viewer.window.add_dock_widget(w)
     w.reset_choices()
+    assert w.precision.value == "auto"  # int8 on this CPU
+    w.precision.value = "fp32"
     w.start()
     qtbot.waitUntil(lambda: "em mitochondria" in viewer.layers, timeout=60000)
     qtbot.waitUntil(lambda: w.run_btn.enabled, timeout=20000)
@@ -194,6 +196,11 @@ def test_int8_from_the_dock_finds_what_fp32_finds(make_napari_viewer, qtbot, tmp
     q = layer.data > 0
     assert fp.any() and (fp & q).sum() / (fp | q).sum() > 0.95
     assert "em mitochondria [2]" not in viewer.layers
+    w.precision.value = "auto"
+    n_notes = len(notes)
+    w.start()
+    qtbot.waitUntil(lambda: len(notes) > n_notes and "(updated)" in str(notes[-1].message), timeout=60000)
+    assert layer.metadata["cellgen_precision"] == "int8"  # "auto" ran the int8 network on this CPU
 
 
 def test_thick_sections_from_the_dock_use_the_model_for_other_em(make_napari_viewer, qtbot):

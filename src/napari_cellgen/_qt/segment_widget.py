@@ -144,9 +144,10 @@ class SegmentWidget(Container):
                                                        ("4 (flips)", 4)], value=2,
                               tooltip="test-time augmentation: average the model over this many views of "
                                       "the image (steadier on ambiguous objects; each view costs one pass)")
-        self.precision = ComboBox(label="precision", choices=list(PRECISIONS), value="fp32",
+        self.precision = ComboBox(label="precision", choices=list(PRECISIONS), value="auto",
                                   tooltip="int8: the network quantized on the CPU, calibrated on this image "
-                                          "(~3 s): about 1.7x faster here, same accuracy on Lucchi "
+                                          "(~3 s): about 1.7x faster here, same accuracy on Lucchi; auto: "
+                                          "int8 on the CPU, fp32 on a GPU or a dask cluster "
                                           "(cellgen segment --precision)")
         self.scheduler = LineEdit(label="dask scheduler", value="",
                                   tooltip="empty: segment in this process. tcp://HOST:8786: block by block on "

@@ -64,9 +64,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "view (fastest), 2 (the image and its 180° rotation) or 4 (the four flips)")
     old_spelling(p, "--tta", dest="views", type=int, nargs="?", const=4, choices=(1, 2, 4))
     p.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="int8: the network quantized on the CPU, calibrated on this image (~3 s): about 1.7x "
-                        "faster here, same accuracy on Lucchi (docs/benchmarks.md)")
+                        "faster here, same accuracy on Lucchi (docs/benchmarks.md); fp32; auto (default): "
+                        "int8 on the CPU, fp32 on a GPU or a dask cluster")
     old_spelling(p, "--batch-size", dest="batch", type=int)
     p.add_argument("--probabilities", help="also write the probability map (uint8, 0-255) here (default: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

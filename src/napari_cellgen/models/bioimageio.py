@@ -160,7 +160,13 @@ def _readme(card: dict, name: str, px_nm: float | None, in_ch: int) -> str:
         "## Validation",
         "",
     ]
-    if val is not None:
+    if metrics.get("cv_iou_mean") is not None:
+        lines.append(f"Blocked cross-validation of the training recipe (each fold trained on the other contiguous "
+                     f"slice blocks, scored on its own with napari-cellgen's pipeline): foreground IoU "
+                     f"{metrics['cv_iou_mean']:.3f} ± {metrics.get('cv_iou_std') or 0:.3f} over "
+                     f"{len(metrics.get('cv_folds') or [])} folds. These weights are the same recipe trained on "
+                     f"every slice ({metrics.get('selection') or 'see the card'}).")
+    elif val is not None:
         how = metrics.get("selection") or "see the card"
         lines.append(f"Foreground IoU on the held-out validation slices, as training measured it (model "
                      f"resolution, threshold 0.5): {val:.3f} ({how}).")

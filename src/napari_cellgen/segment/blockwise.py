@@ -45,8 +45,9 @@ class BlockError(RuntimeError):
 
 
 def check_precision(precision: str, how: str = "segment without a dask cluster") -> None:
-    """Refuse a precision the cluster path cannot run (int8 is calibrated and run in this process)."""
-    if precision != "fp32":
+    """Refuse a precision the cluster path cannot run (int8 is calibrated and run in this process);
+    "auto" runs fp32 there."""
+    if precision not in ("fp32", "auto"):
         raise ValueError(f"--precision {precision} runs in this process only: {how}, or choose fp32")
 
 

@@ -47,8 +47,9 @@ class SegmentOptions:
     # the image's pixel size in nm, (y, x) or (z, y, x), when its file does not say (it overrides the
     # file's): the model then runs at its training pixel size (segment/physical.py)
     pixel_size: tuple | None = None
-    # "fp32", or "int8": the network quantized on the CPU, calibrated on this image (segment/quantize.py)
-    precision: str = "fp32"
+    # "int8": the network quantized on the CPU, calibrated on this image (segment/quantize.py); "fp32";
+    # "auto": int8 where it runs (the CPU, in this process), else fp32
+    precision: str = "auto"
     # former names, accepted as keywords for a release (and readable as attributes, below)
     tta: InitVar[int | None] = None
     batch_size: InitVar[int | None] = None
@@ -184,6 +185,7 @@ def segment_iter(
     from .physical import adapt, given_pixel_size
     from .postprocess import label_stack
     from .predict import check_image, pick_device, predict_stack
+    from .quantize import resolve_precision
     from .slices import resolve
 
     opt = (options or SegmentOptions()).validate()
@@ -206,8 +208,15 @@ def segment_iter(
     if labels_out is None:
         labels_out = np.zeros(image.shape, np.uint32)
     tile, overlap = opt.at_model_scale(card)  # after adapt(): the scale for this image's pixel size
-    if opt.precision == "int8":
-        net = yield from _int8(net, card, image, tile, overlap, opt.batch, device, independent or own_context)
+    precision = resolve_precision(opt.precision, device)
+    if precision == "int8":
+        try:
+            net = yield from _int8(net, card, image, tile, overlap, opt.batch, device, independent or own_context)
+        except Exception as exc:  # noqa: BLE001 - "auto" falls back to fp32 (e.g. a model FX cannot trace)
+            if opt.precision != "auto":
+                raise
+            precision = "fp32"
+            message = "; ".join(m for m in (message, f"int8 not possible for this model ({exc}): ran in fp32") if m)
     yield from predict_stack(
         net, card, image, prob_out, tile=tile, overlap=overlap, batch_size=opt.batch,
         device=device, tta=opt.views, independent=independent or own_context,
@@ -219,8 +228,8 @@ def segment_iter(
     table = None
     if opt.measure:
         table = yield from measure_iter(labels_out, image, pixel_size)
-    used = {**opt.__dict__, "mode": mode, "independent": independent, "own_context": own_context,
-            "scale": card.get("scale")}
+    used = {**opt.__dict__, "precision": precision, "mode": mode, "independent": independent,
+            "own_context": own_context, "scale": card.get("scale")}
     return SegmentResult(labels_out, table, n, card, prob_out, used, message)
 
 
