@@ -25,7 +25,7 @@ def tiny_gen_config(monkeypatch):
     seen, tiny = [], tiny_config()
 
     def factory(**kw):
-        keep = {k: v for k, v in kw.items() if k in ("vae_steps", "diffusion_steps", "minutes", "name", "notes")}
+        keep = {k: v for k, v in kw.items() if k in ("vae_steps", "diffusion_steps", "minutes", "precision", "name", "notes")}
         cfg = dataclasses.replace(tiny, **keep)
         seen.append(cfg)
         return cfg
@@ -68,6 +68,7 @@ def test_generator_mode_shows_its_own_fields(make_napari_viewer):
     assert w._gen_job_args()[1][3].minutes is None
     w.minutes.value = 2.5
     assert w._gen_job_args()[1][3].minutes == 2.5  # the job's GeneratorConfig carries the budget
+    assert _shown(w.precision) and w._gen_job_args()[1][3].precision == "fp32"
     assert not _shown(w.patch) and not _shown(w.synthetic_ratio) and not _shown(w.finetune_btn)
     assert not _shown(w.keep_vae)  # only when starting from a generator
     w.target.value = "segmenter"
@@ -80,6 +81,7 @@ def test_trains_a_generator_that_the_generate_widget_lists(make_napari_viewer, q
     viewer, w, gen_w = _setup(make_napari_viewer)
     w.name.value = "my-gen"
     w.slices.value = "0,2"
+    w.precision.value = "bf16"  # Advanced › precision: bfloat16 for the generator too
     assert "my-gen" not in gen_w.generator.choices
     w.start()
     assert w.stop_btn.enabled and not w.start_btn.enabled and not w.target.enabled
@@ -90,6 +92,7 @@ def test_trains_a_generator_that_the_generate_widget_lists(make_napari_viewer, q
     assert len(w._history["loss"]) == 6 and w._history["step"] == sorted(w._history["step"])
     gen = load_generator("my-gen")
     assert gen.denoiser_card["training"]["mask_slices"] == [0, 2]  # only the slices asked for
+    assert gen.denoiser_card["training"]["config"]["precision"] == "bf16"
     assert any("my-gen" in str(n.message) and "ready" in str(n.message) for n in notes)
     assert w.start_btn.enabled and not w.stop_btn.enabled
 

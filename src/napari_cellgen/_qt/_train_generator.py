@@ -62,7 +62,7 @@ class GeneratorTraining:
         name = self.name.value.strip() or (f"gen-{_stamp()}" if init is None else f"{Path(init).name}-ft-{_stamp()}")
         cfg = GeneratorConfig(vae_steps=0 if keep_vae else int(self.vae_steps.value),
                               diffusion_steps=int(self.diffusion_steps.value), name=name,
-                              minutes=float(self.minutes.value) or None,
+                              minutes=float(self.minutes.value) or None, precision=self.precision.value,
                               val_every=max(1, min(250, int(self.diffusion_steps.value) // 10)),
                               notes={"layers": [img.name] + ([lab.name] if lab else [])})
         fresh = bool(self.fresh_denoiser.value) and init is not None

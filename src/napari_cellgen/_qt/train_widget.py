@@ -136,7 +136,7 @@ class TrainWidget(GeneratorTraining, BioimageioExport, Container):
 
     # the widgets that belong to each kind of training
     _SEG_ONLY = ("base", "steps", "patch", "batch", "lr", "val_fraction", "pool_info", "synthetic_ratio",
-                 "hard", "precision", "finetune_btn")
+                 "hard", "finetune_btn")
     _GEN_ONLY = ("gen_base", "vae_steps", "diffusion_steps", "minutes")
 
     def _target_changed(self, *_):

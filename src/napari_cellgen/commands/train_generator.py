@@ -28,6 +28,7 @@ def _ints(text: str) -> tuple[int, ...]:
 def add_parser(sub) -> argparse.ArgumentParser:
     from ..cli import old_spelling
     from ..generate.train import GeneratorConfig
+    from ..train.loop import TRAIN_PRECISIONS
 
     d = GeneratorConfig()
     p = sub.add_parser(
@@ -117,6 +118,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="dihedral variants of each slice encoded for the denoiser (1-8)",
     )
     p.add_argument("--scale", type=float, default=d.scale, help="generator resolution / input resolution")
+    p.add_argument("--precision", choices=TRAIN_PRECISIONS, default=d.precision,
+                   help="bf16: the forward passes in bfloat16 (weights and losses stay float32), about 2x "
+                   "faster on CPUs with native bfloat16 (cellgen info says), slower on others")
     p.add_argument("--val-every", type=int, default=d.val_every, help="validate every N steps")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
@@ -158,6 +162,7 @@ def build_config(args):
         adv_weight=args.adv_weight,
         latent_variants=args.latent_variants,
         scale=args.scale,
+        precision=args.precision,
         tile=args.tile,
         latent_crop=args.tile // factor,
         small_crop_p=args.small_crop_p,

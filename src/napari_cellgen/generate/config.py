@@ -60,6 +60,9 @@ class GeneratorConfig:
     vae_share: float = 0.4
     # common
     scale: float = 1.0  # the generator's pixel size relative to the input (0.5 = half resolution)
+    # "bf16": the VAE's and the denoiser's forward passes in bfloat16 autocast (weights, optimizer and
+    # losses stay float32), as ``cellgen train --precision bf16``; about 2x faster on CPUs with native bf16
+    precision: str = "fp32"
     tile: int = 256
     val_every: int = 250
     warmup: int = 100
@@ -70,7 +73,8 @@ class GeneratorConfig:
 
     def validate(self) -> GeneratorConfig:
         """Raise ``ValueError`` naming the first bad option (as ``cellgen train-generator`` spells it)."""
-        from .._checks import number
+        from .._checks import choice, number
+        from ..train.loop import TRAIN_PRECISIONS
 
         number(self.vae_steps, "--vae-steps", lo=0, integer=True)
         for key in ("diffusion_steps", "vae_batch", "vae_patch", "diffusion_batch", "latent_crop", "val_every",
@@ -79,6 +83,7 @@ class GeneratorConfig:
         number(self.latent_variants, "--latent-variants", lo=1, hi=len(VARIANTS), integer=True)
         number(self.tile, "--tile", lo=1, integer=True)
         number(self.scale, "--scale", lo=0, hi=1, lo_open=True)
+        choice(self.precision, "--precision", TRAIN_PRECISIONS)
         number(self.small_crop_p, "--small-crop-p", lo=0, hi=1)
         number(self.adv_weight, "--adv-weight", lo=0)
         for key in ("vae_lr", "diffusion_lr"):
@@ -166,6 +171,15 @@ def dihedral(a: np.ndarray, v: int) -> np.ndarray:
     k, flip = VARIANTS[v]
     a = np.rot90(a, k, axes=(-2, -1))
     return a[..., ::-1] if flip else a
+
+
+def autocast(torch, precision: str, device: str = "cpu"):
+    """The forward passes' arithmetic: bfloat16 autocast for "bf16", else nothing."""
+    import contextlib
+
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 def prepare_slice(image2d, scale: float = 1.0) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 
 from .._progress import Progress
 from ..train.ema import ema_decay, ema_update
-from .config import GeneratorConfig, _lr_factor, _now, _out_of_time, dihedral
+from .config import GeneratorConfig, _lr_factor, _now, _out_of_time, autocast, dihedral
 from .schedule import DEFAULT_SCHEDULE
 
 
@@ -235,8 +235,9 @@ def train_denoiser(
             t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),), generator=gen)
             xt = sched.add_noise(x0, noise, t)
             target = training_target(sched, x0, noise, t)
-            pred = denoiser(xt.to(device), t.to(device), cond.to(device))
-            err = ((pred - target.to(device)) ** 2).mean((1, 2, 3))
+            with autocast(torch, cfg.precision, device):
+                pred = denoiser(xt.to(device), t.to(device), cond.to(device))
+            err = ((pred.float() - target.to(device)) ** 2).mean((1, 2, 3))
             if cfg.min_snr_gamma:
                 snr = acp[t] / (1 - acp[t])
                 if sched.config.prediction_type == "v_prediction":

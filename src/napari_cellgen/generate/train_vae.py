@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .._progress import Progress
-from .config import GeneratorConfig, _lr_factor, _now, _out_of_time, dihedral
+from .config import GeneratorConfig, _lr_factor, _now, _out_of_time, autocast, dihedral
 
 
 def vae_card(vae, cfg: GeneratorConfig, extra: dict) -> dict:
@@ -88,7 +88,7 @@ def train_vae(
     import torch
     from torch.nn import functional as F
 
-    from ..models.vae import ConvVAE, PatchDiscriminator, gradient_l1, ssim
+    from ..models.vae import ConvVAE, DiagonalGaussian, PatchDiscriminator, gradient_l1, ssim
     from .store import save_part
 
     torch.manual_seed(cfg.seed)
@@ -134,7 +134,9 @@ def train_vae(
             for g in opt.param_groups:
                 g["lr"] = cfg.vae_lr * _lr_factor(step, cfg.vae_steps, t0, cfg.vae_minutes, cfg.warmup)
             x = torch.from_numpy(_crop_batch(vol, train_z, patch, cfg.vae_batch, rng)).to(device)
-            rec, post = vae(x, generator=gen)
+            with autocast(torch, cfg.precision, device):
+                rec, post = vae(x, generator=gen)
+            rec, post = rec.float(), DiagonalGaussian(torch.cat([post.mean, post.logvar], 1).float())
             loss_rec = (rec - x).abs().mean()
             loss = loss_rec + cfg.kl_weight * post.kl()
             if cfg.ssim_weight:
@@ -143,13 +145,17 @@ def train_vae(
                 loss = loss + cfg.grad_weight * gradient_l1(rec, x)
             use_adv = disc is not None and step >= cfg.adv_start * cfg.vae_steps
             if use_adv:
-                loss = loss - cfg.adv_weight * disc(rec).mean()
+                with autocast(torch, cfg.precision, device):
+                    fake = disc(rec)
+                loss = loss - cfg.adv_weight * fake.float().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             info = {"loss": float(loss.detach()), "l1": float(loss_rec.detach())}
             if use_adv:
-                d_loss = F.relu(1 - disc(x)).mean() + F.relu(1 + disc(rec.detach())).mean()
+                with autocast(torch, cfg.precision, device):
+                    real_s, fake_s = disc(x), disc(rec.detach())
+                d_loss = F.relu(1 - real_s.float()).mean() + F.relu(1 + fake_s.float()).mean()
                 dopt.zero_grad(set_to_none=True)
                 d_loss.backward()
                 dopt.step()
