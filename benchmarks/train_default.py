@@ -12,6 +12,12 @@ Either can be copied into ``src/napari_cellgen/_data/models/mito-unet``.
         --steps 3000 --lr 3e-4 --fg-prob 0.4 --hard 0.2 --mine-every 1000 --ema 0.998 --dice batch \
         --val-every 250 --final runs/v3                                            # v3 = runs/v3, the last EMA
 
+v4 (issue 15's protocol: the recipe chosen by blocked CV, benchmarks/cv.py, trained on all 165 slices):
+
+    python benchmarks/train_default.py --out runs/final8k/run --final runs/final8k/last --train-slices 0-164 \
+        --val-slices none --tile 640 --steps 8000 --lr 2e-3 --fg-prob 0.4 --hard 0.2 --ema 0.998 --dice batch \
+        --context 2 --precision bf16            # then benchmarks/ship_segmenter.py installs runs/final8k/last
+
 Experiments (not shipped; histories in benchmarks/results/segmenter_training.json):
 
     ... --init mito-unet --steps 3000 --lr 3e-4 --fg-prob 0.4 --hard 0.2 --ema 0.998 --dice batch     # run 5

@@ -155,7 +155,8 @@ def run(args) -> int:
     mpix = float(np.prod(image.shape)) / 1e6
     print(
         f"{res.n_objects} objects -> {out}" + (f", {args.csv}" if args.csv else "")
-        + f" ({dt:.1f} s, {mpix / dt:.2f} MPix/s, model {res.card.get('name')})",
+        + f" ({dt:.1f} s, {mpix / dt:.2f} MPix/s, model {res.card.get('name')}"
+        + (f", {res.options['precision']}" if (res.options or {}).get("precision") else "") + ")",
         file=sys.stderr,
     )
     return 0
