@@ -93,7 +93,7 @@ def test_auto_precision_is_int8_on_the_cpu_and_fp32_where_int8_cannot_run(tmp_pa
     _, card = get_model(DEFAULT_MODEL, "cpu")
     got = segment(image, SegmentOptions(measure=False, min_size=1), model=(Untraceable(), dict(card)), pixel_size=px)
     assert got.options["precision"] == "fp32" and "int8 not possible for this model" in got.message
-    with pytest.raises(Exception):  # asked for explicitly, int8 is not quietly replaced
+    with pytest.raises(TypeError, match="Proxy"):  # asked for explicitly, int8 is not quietly replaced
         segment(image, SegmentOptions(measure=False, precision="int8"), model=(Untraceable(), dict(card)),
                 pixel_size=px)
     # a dask cluster's workers run fp32 under "auto"

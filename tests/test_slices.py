@@ -111,7 +111,8 @@ def test_blockwise_honours_independent_slices(tmp_path, context_spy):
     from napari_cellgen.segment.blockwise import segment_blockwise
 
     tiles = _tiles(6)
-    res = segment_blockwise(tiles, tmp_path / "lab.zarr", SegmentOptions(precision="fp32", model="spy", min_size=1, measure=False),
+    res = segment_blockwise(tiles, tmp_path / "lab.zarr",
+                            SegmentOptions(precision="fp32", model="spy", min_size=1, measure=False),
                             block_z=2)
     assert "separate images" in res.message
     assert _all_context_is_the_slice(context_spy)

@@ -62,7 +62,8 @@ def test_the_stand_in_tells_the_views_apart():
 
 @pytest.mark.parametrize("views", [1, 2, 4])
 def test_views_reach_inference_in_memory(views):
-    got = segment(_ramp(), SegmentOptions(precision="fp32", views=views, measure=False, device="cpu"), model=(Slopes(), dict(CARD)))
+    got = segment(_ramp(), SegmentOptions(precision="fp32", views=views, measure=False, device="cpu"),
+                  model=(Slopes(), dict(CARD)))
     prob = _interior(got.probabilities)
     assert prob.dtype == np.uint8
     np.testing.assert_allclose(prob, _expected_uint8(views), atol=1)
@@ -72,7 +73,8 @@ def test_views_reach_inference_in_memory(views):
 def test_views_reach_inference_blockwise(tmp_path, views):
     import zarr
 
-    segment_blockwise(_ramp(4), tmp_path / "l.zarr", SegmentOptions(precision="fp32", views=views, measure=False, device="cpu"),
+    segment_blockwise(_ramp(4), tmp_path / "l.zarr",
+                      SegmentOptions(precision="fp32", views=views, measure=False, device="cpu"),
                       block_z=2, prob_out=tmp_path / "p.zarr", model=(Slopes(), dict(CARD)))
     prob = zarr.open_array(str(tmp_path / "p.zarr" / "0"), mode="r")[:]
     np.testing.assert_allclose(_interior(prob), _expected_uint8(views), atol=1)

@@ -25,7 +25,8 @@ def tiny_gen_config(monkeypatch):
     seen, tiny = [], tiny_config()
 
     def factory(**kw):
-        keep = {k: v for k, v in kw.items() if k in ("vae_steps", "diffusion_steps", "minutes", "precision", "name", "notes")}
+        asked = ("vae_steps", "diffusion_steps", "minutes", "precision", "name", "notes")
+        keep = {k: v for k, v in kw.items() if k in asked}
         cfg = dataclasses.replace(tiny, **keep)
         seen.append(cfg)
         return cfg

@@ -235,12 +235,11 @@ def segment_iter(
 
 def _int8(net, card, image, tile, overlap, batch, device, independent):
     """The network quantized to int8, calibrated on ``image`` (a few seconds)."""
-    from .quantize import calibration_batches, quantize
+    from .quantize import calibration_iter, quantize
 
     if device != "cpu":
         raise ValueError(f"precision int8 runs on the CPU only (the device is {device}): use --device cpu")
-    yield Progress(0, 1, "calibrate int8")
-    calib = calibration_batches(card, image, tile=tile, overlap=overlap, batch=batch, independent=independent)
+    calib = yield from calibration_iter(card, image, tile=tile, overlap=overlap, batch=batch, independent=independent)
     return quantize(net, calib)
 
 

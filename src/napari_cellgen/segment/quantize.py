@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Generator
 
 import numpy as np
+
+from .._progress import Progress
 
 PRECISIONS = ("auto", "fp32", "int8")
 ENGINE = "x86"
@@ -62,22 +65,34 @@ class BatchRecorder:
         return [torch.from_numpy(b) for b in self.batches]
 
 
-def calibration_batches(card: dict, image, *, tile=None, overlap=None, batch: int = 4,
-                        independent: bool = False) -> list[np.ndarray]:
-    """The input batches the pipeline makes for up to CALIBRATION_SLICES slices spread through ``image``."""
-    from .._progress import run
+def calibration_iter(card: dict, image, *, tile=None, overlap=None, batch: int = 4,
+                     independent: bool = False) -> Generator[Progress, None, list[np.ndarray]]:
+    """The input batches the pipeline makes for up to CALIBRATION_SLICES slices spread through ``image``;
+    yields Progress ("calibrate int8") per batch of tiles, so a job can be cancelled while it runs."""
     from .predict import predict_stack
 
     rec = BatchRecorder()
     kw = {"tile": tile, "overlap": overlap, "batch_size": batch, "device": "cpu", "tta": 1,
           "independent": independent}
     if image.ndim == 2:
-        run(predict_stack(rec, card, image, np.zeros(image.shape, np.uint8), **kw))
-        return rec.batches
-    n = image.shape[0]
-    for z in sorted({int(z) for z in np.linspace(0, n - 1, min(CALIBRATION_SLICES, n)).round()}):
-        run(predict_stack(rec, card, image, np.zeros((1, *image.shape[1:]), np.uint8), zs=range(z, z + 1), **kw))
+        jobs = [predict_stack(rec, card, image, np.zeros(image.shape, np.uint8), **kw)]
+    else:
+        n = image.shape[0]
+        zs = sorted({int(z) for z in np.linspace(0, n - 1, min(CALIBRATION_SLICES, n)).round()})
+        jobs = [predict_stack(rec, card, image, np.zeros((1, *image.shape[1:]), np.uint8), zs=range(z, z + 1), **kw)
+                for z in zs]
+    for i, job in enumerate(jobs):
+        for _ in job:
+            yield Progress(i, len(jobs), "calibrate int8")
+    yield Progress(len(jobs), len(jobs), "calibrate int8")
     return rec.batches
+
+
+def calibration_batches(card: dict, image, **kw) -> list[np.ndarray]:
+    """:func:`calibration_iter` run to the end (scripts and tests)."""
+    from .._progress import run
+
+    return run(calibration_iter(card, image, **kw))
 
 
 def quantize(model, calibration: list[np.ndarray], engine: str = ENGINE):
