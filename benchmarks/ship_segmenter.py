@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -97,12 +96,12 @@ def main(argv=None) -> int:
         "install": "python benchmarks/ship_segmenter.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    from napari_cellgen.models.store import atomic_write_bytes
+
     args.dest.mkdir(parents=True, exist_ok=True)
-    tmp = args.dest / "model.safetensors.tmp"
-    shutil.copyfile(args.model / "model.safetensors", tmp)
-    tmp.replace(args.dest / "model.safetensors")
-    (args.dest / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
-    (REPO / notes_rel).write_text(json.dumps(notes, indent=2) + "\n")
+    atomic_write_bytes(args.dest / "model.safetensors", (args.model / "model.safetensors").read_bytes())
+    atomic_write_bytes(args.dest / "card.json", (json.dumps(card, indent=2, default=str) + "\n").encode())
+    atomic_write_bytes(REPO / notes_rel, (json.dumps(notes, indent=2) + "\n").encode())
     print(f"installed mito-unet v{args.version} ({card['weights_sha256'][:12]}) in {args.dest}: CV IoU "
           f"{summary['iou_mean']:.3f} +- {summary['iou_std']:.3f} over {len(ious)} folds")
     return 0

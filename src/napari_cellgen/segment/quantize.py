@@ -39,6 +39,8 @@ def resolve_precision(precision: str, device: str = "cpu", in_process: bool = Tr
 
     ok = in_process and str(device).startswith("cpu") and ENGINE in torch.backends.quantized.supported_engines
     return "int8" if ok else "fp32"
+
+
 CALIBRATION_SLICES = 4
 CROP = 256  # model pixels of each calibration tile observed (its centre)
 
