@@ -31,16 +31,17 @@ Per (k, seed) three segmenter fine-tunings of the shipped segmenter (``--model``
 
   (a) the k labelled sections, standard augmentation (``TrainConfig`` defaults);
   (b) (a) + ``--pairs`` pairs from the adapted generator, ``--ratio`` of every batch (default 0.5):
-      the shipped generator (``--generator``, default ``mito-gen``) adapted with
-      ``cellgen train-generator --generator mito-gen --minutes M`` on the images of ALL pool
-      sections and the masks of the k labelled sections only (its VAE is fine-tuned too, 40 % of
-      the budget, unless ``--keep-vae``: a kept VAE keeps its pixel-noise level, 0.16, where the
-      new volume's is 0.36, so its images would be half as noisy as the volume; the generator
-      validates on its own training sections, ``--val-slices none``), then ``cellgen synth``
-      (25 denoising steps, guidance 2): every pair has a NEW mask layout drawn from
-      object statistics fitted on the k masks (``generate/layout.py``: blobs with the real
-      objects' size/shape/orientation/density distribution; no mask is copied) and an image
-      generated for it;
+      the shipped generator (``--generator``, default ``mito-gen``) adapted with ``cellgen
+      train-generator --generator mito-gen --minutes M --pixel-size P`` on the images of ALL pool
+      sections and the masks of the k labelled sections only, then ``cellgen synth`` (25 denoising
+      steps, guidance 2): every pair has a NEW mask layout drawn from object statistics fitted on
+      the k masks (``generate/layout.py``: no mask is copied) and an image generated for it.
+      ``--adapt acquisition`` (default, the CLI's default from a generator): the networks are kept
+      and the microscope is fitted on the pool images (pixel size ``--pixel-size``, default the
+      volume's true 5 nm / resample; blur, grey levels, noise: ``generate/acquire.py``); tiles are
+      generated at 5 nm and rendered to the volume's pixels. ``--adapt networks`` (the recorded
+      2026-12-03 run): the VAE (40 % of the budget, unless ``--keep-vae``) and the denoiser are
+      fine-tuned on the pool for M minutes;
   (c) (a) with only classic augmentation strengthened: ``TrainConfig.elastic_p`` raised to
       ``--c-elastic`` (default 0.8, (a): 0.3) and ``appearance`` to ``--c-appearance`` (default
       1.0; (a): 0, off). A gain of (b) over (a) that (c) matches is "more augmentation".
@@ -64,6 +65,12 @@ and synthetic sets) of the same protocol in the same ``--work``.
     python benchmarks/few_label_gain.py --ks 1 --seeds 0 --steps 3 --minutes 0.2 --pairs 4 \\
         --work /tmp/flg --out /tmp/flg/few_label_gain.json       # smoke test (a few minutes)
     python benchmarks/few_label_gain.py --markdown         # print the table of --out
+    python benchmarks/few_label_gain.py --model /tmp/v3 --arms b --pairs 100 --generator-per k \
+        --reuse benchmarks/results/few_label_gain.json --out benchmarks/results/few_label_gain_acquisition.json
+        # arm (b) with the acquisition adaptation; arms (a), (c) taken from the recorded run (same
+        # segmenter v3, volume, split and budget). v3 (weights 9eae721251eb, trained on 0-139):
+        #   mkdir /tmp/v3 && for f in card.json model.safetensors; do git show \
+        #   eb45079^:src/napari_cellgen/_data/models/mito-unet/$f > /tmp/v3/$f; done
 
 Writes ``benchmarks/results/few_label_gain.json``, ``.md`` (the table) and ``.png`` (the plot).
 """
@@ -274,13 +281,15 @@ def markdown(res: dict) -> str:
     budget = " ".join(x for x in (f"{gen['minutes']} min" if gen["minutes"] else "",
                                   f"<= {gen['diffusion_steps']} denoiser steps" if gen.get("diffusion_steps") else "")
                       if x)
+    how = ("networks kept, acquisition fitted at " f"{gen['pixel_size_nm']:g} nm" if gen.get("adapt") == "acquisition"
+           else "VAE kept" if gen["keep_vae"] else "VAE + denoiser")
     rows = [
         f"New volume: {vol['source']}, {vol['thickness']}-slice-thick sections, degradation "
         f"'{vol['degradation']['preset']}' -> {vol['degraded_shape']}; evaluation sections "
         f"{p['split']['eval'][0]}-{p['split']['eval'][-1]}, pool {p['split']['pool'][0]}-{p['split']['pool'][-1]}.",
         f"Segmenter: {seg['init']['label']} fine-tuned {seg['steps']} steps x batch {seg['batch']}, patch "
         f"{seg['patch']} px, every arm. Generator: {gen['init']['label']} adapted {budget} "
-        f"({'VAE kept' if gen['keep_vae'] else 'VAE + denoiser'}; one per {gen['per']}), {gen['pairs']} pairs, "
+        f"({how}; one per {gen['per']}), {gen['pairs']} pairs, "
         f"share {p['synthetic_ratio']} of each batch. (c): {c['used']}, elastic_p {c['elastic_p']}"
         f", appearance {c['appearance']}.",
         "",
@@ -304,11 +313,37 @@ def markdown(res: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+def reuse(res: dict, old: dict, protocol: dict, args) -> None:
+    """Copy into ``res`` the runs of ``old`` for arms not in ``--arms``, if ``old`` measured the same thing."""
+    def same(p: dict) -> dict:  # the segmenter by its weights, arm (c) by its settings
+        seg = {**p.get("segmenter", {}), "init": p.get("segmenter", {}).get("init", {}).get("weights_sha256")}
+        c = {k: p.get("arm_c", {}).get(k) for k in ("elastic_p", "appearance")}
+        return {"volume": p.get("volume"), "split": p.get("split"), "segmenter": seg, "arm_c": c,
+                "synthetic_ratio": p.get("synthetic_ratio"), "threshold": p.get("threshold")}
+
+    a, b = same(old.get("protocol", {})), same(protocol)
+    diff = [k for k in a if a[k] != b[k]]
+    if diff:
+        raise SystemExit(f"--reuse {args.reuse}: its protocol differs in {', '.join(diff)}; rerun those arms")
+    have = {(r["k"], r["seed"], r["arm"]) for r in res["runs"]}
+    for r in old.get("runs", []):
+        if r["arm"] not in args.arms and r["k"] in args.ks and r["seed"] in args.seeds and \
+                (r["k"], r["seed"], r["arm"]) not in have:
+            res["runs"].append({**r, "reused_from": str(args.reuse)})
+            if protocol["labelled"].get(f"k{r['k']}_s{r['seed']}") != r["labelled"]:
+                raise SystemExit(f"--reuse: k={r['k']} seed {r['seed']} labelled other sections there")
+    if "before" in old:
+        res.setdefault("before", old["before"])
+
+
 def estimate(args, n_gen: int, n_runs: int) -> float:
     """Seconds for the whole run, from the per-unit costs in COST."""
     patches = args.steps * args.batch
     gen_s = 60 * args.minutes if args.minutes else COST["gen_step"] * (args.diffusion_steps + (args.vae_steps or 0))
-    return (n_gen * (gen_s + COST["gen_overhead"] + args.pairs * COST["synth_pair"])
+    pair_s = COST["synth_pair"]
+    if args.adapt == "acquisition":  # a minute or two; tiles generated at 5 nm: (5 / pixel size)^-2 the area
+        gen_s, pair_s = 90.0, pair_s * (PRESETS[args.degradation]["resample"] ** -2)
+    return (n_gen * (gen_s + COST["gen_overhead"] + args.pairs * pair_s)
             + n_runs * (patches * COST["step_per_patch"] + COST["eval"]) + COST["eval"])
 
 
@@ -337,6 +372,13 @@ def main(argv=None):
                     help="VAE adaptation steps (an upper bound under --minutes; needed with --minutes 0)")
     ap.add_argument("--diffusion-steps", type=int, default=None,
                     help="denoiser adaptation steps (an upper bound under --minutes; needed with --minutes 0)")
+    ap.add_argument("--adapt", choices=("acquisition", "networks"), default="acquisition",
+                    help="how train-generator adapts the generator (see above)")
+    ap.add_argument("--pixel-size", type=float, default=None,
+                    help="the volume's pixel size in nm given to train-generator (default 5 / resample)")
+    ap.add_argument("--reuse", type=Path, default=None,
+                    help="take the runs of the arms not in --arms from this result file (same volume, split, "
+                         "segmenter and budget)")
     ap.add_argument("--keep-vae", action="store_true",
                     help="adapt only the denoiser (default: VAE 40 %% of --minutes, then the denoiser)")
     ap.add_argument("--generator-per", choices=("run", "k"), default="run",
@@ -378,6 +420,7 @@ def main(argv=None):
     vol, gt = degrade(thick_img, thick_gt, PRESETS[args.degradation], 0)
     sp = split(vol.shape[0], args.thickness, args.n_eval, args.label_pool)
     pool, ev = sp["pool"], sp["eval"]
+    pixel_nm = args.pixel_size or 5.0 / PRESETS[args.degradation]["resample"]
     draws = {(k, s): labelled(s if args.generator_per == "run" else 0, k, sp["label_pool"])
              for k in args.ks for s in args.seeds}
     arm_c = arm_c_settings(args.c_elastic, args.c_appearance)
@@ -391,7 +434,9 @@ def main(argv=None):
         "labelled": {f"k{k}_s{s}": z for (k, s), z in draws.items()},
         "segmenter": {"init": model_ref(args.model), "steps": args.steps, "batch": args.batch,
                       "patch": args.patch, "selection": "last weights (no validation)"},
-        "generator": {"init": generator_ref(args.generator), "minutes": args.minutes, "keep_vae": args.keep_vae,
+        "generator": {"init": generator_ref(args.generator), "adapt": args.adapt,
+                      "pixel_size_nm": pixel_nm if args.adapt == "acquisition" else None,
+                      "minutes": args.minutes, "keep_vae": args.keep_vae,
                       "vae_steps": 0 if args.keep_vae else args.vae_steps, "diffusion_steps": args.diffusion_steps,
                       "per": "(k, seed)" if args.generator_per == "run" else "k", "pairs": args.pairs,
                       "val_slices": "none (validates on its own training sections)",
@@ -418,6 +463,8 @@ def main(argv=None):
                         "python": platform.python_version(), "torch": torch.__version__,
                         "cuda": torch.cuda.is_available()})
     res.setdefault("runs", [])
+    if args.reuse:
+        reuse(res, json.loads(args.reuse.read_text()), protocol, args)
     res.setdefault("generators", {})
     res.setdefault("timings_s", {})
     done = {(r["k"], r["seed"], r["arm"]) for r in res["runs"]}
@@ -470,8 +517,9 @@ def main(argv=None):
         gseed = 100 * k + (seed if args.generator_per == "run" else 0)
         t_gen = cellgen("train-generator", "--images", vdir / "pool_images.tif", "--masks", vdir / f"masks_{name}.tif",
                         "-o", gen, "--slices", ",".join(map(str, zs)), "--val-slices", "none",
-                        "--generator", args.generator, "--minutes", args.minutes,
-                        *(["--vae-steps", 0] if args.keep_vae else
+                        "--generator", args.generator, "--minutes", args.minutes, "--adapt", args.adapt,
+                        *(["--pixel-size", pixel_nm] if args.adapt == "acquisition" else
+                          ["--vae-steps", 0] if args.keep_vae else
                           ["--vae-steps", args.vae_steps] if args.vae_steps is not None else []),
                         *(["--diffusion-steps", args.diffusion_steps] if args.diffusion_steps is not None else []),
                         "--seed", gseed, "--threads", args.threads, "--quiet", log=log)

@@ -56,6 +56,39 @@ def grey_map(src, ref):
     return np.clip(np.round(np.interp(hs, hr, np.arange(256))), 0, 255).astype(np.uint8)
 
 
+def acquired_pairs(args, pool, masks, zs):
+    """The shipped generator, untouched, at its 5 nm; layouts fitted on the k masks (upsampled 2x);
+    512^2 tiles rendered to the volume's 10 nm by the acquisition model fitted on the pool images
+    (``acquire``) or only averaged down 2x (``raw``)."""
+    from napari_cellgen.generate.acquire import apply_acquisition, fit_acquisition, resample
+    from napari_cellgen.generate.layout import fit_layout, sample_layouts
+    from napari_cellgen.generate.sample import sample_sync
+    from napari_cellgen.generate.store import load_generator
+
+    w = args.work
+    w.mkdir(parents=True, exist_ok=True)
+    cache = w / f"gen5nm_k{args.k}_s{args.seed}_n{args.pairs}.npz"
+    if cache.exists():
+        z = np.load(cache)
+        g_img, g_mask = z["images"], z["masks"]
+    else:
+        up = np.repeat(np.repeat(masks, 2, 1), 2, 2)
+        layout = fit_layout(up, slices=zs, seed=args.seed)
+        lay = sample_layouts(layout, args.pairs, shape=(512, 512), seed=100 * args.k + args.seed)
+        res = sample_sync(load_generator("mito-gen"), lay, seed=100 * args.k + args.seed, allow_empty=True)
+        g_img, g_mask = res.images, lay
+        np.savez_compressed(cache, images=g_img, masks=g_mask)
+    if args.probe == "raw":
+        im, m = resample(g_img, g_mask, 0.5)
+        return np.clip(np.round(im), 0, 255).astype(np.uint8), m, w / "raw"
+    params = fit_acquisition(g_img, pool, scale=0.5, seed=args.seed)
+    print(json.dumps({k: v for k, v in params.items() if k != "tone"}))
+    im, m = apply_acquisition(g_img, g_mask, params, seed=args.seed)
+    (w / "acquire").mkdir(exist_ok=True)
+    tifffile.imwrite(w / "acquire" / "images.tif", im)
+    return im, m, w / "acquire"
+
+
 def cellgen(*args):
     subprocess.run([sys.executable, "-m", "napari_cellgen", *map(str, args)], check=True)
 
@@ -67,7 +100,8 @@ def main():
     from napari_cellgen.models.store import resolve
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("probe", choices=["grey", "scale", "fidelity"])
+    ap.add_argument("probe", choices=["grey", "scale", "fidelity", "acquire", "raw"])
+    ap.add_argument("--pairs", type=int, default=100)
     ap.add_argument("--synth", type=Path, default=Path("runs/few_label_gain/synth_k1"))
     ap.add_argument("--work", type=Path, default=Path("runs/probe_scale"))
     ap.add_argument("--k", type=int, default=1)
@@ -93,6 +127,8 @@ def main():
         s_img, s_mask = tifffile.imread(args.synth / "images.tif"), tifffile.imread(args.synth / "masks.tif")
         s_img = grey_map(s_img, pool)[s_img]
         out = args.synth
+    elif args.probe in ("acquire", "raw"):
+        s_img, s_mask, out = acquired_pairs(args, pool, masks, zs)
     else:
         w = args.work
         w.mkdir(parents=True, exist_ok=True)
@@ -118,6 +154,7 @@ def main():
     rec = {"probe": args.probe, "k": args.k, "seed": args.seed, "labelled": zs, "iou": iou,
            "synthetic_grey_mean_std": [float(s_img.mean()), float(s_img.std())],
            "pool_grey_mean_std": [float(pool.mean()), float(pool.std())], "train_s": info["train_s"]}
+    out.mkdir(parents=True, exist_ok=True)
     (out / "PROBE.json").write_text(json.dumps(rec, indent=2))
     print(json.dumps(rec))
 

@@ -25,7 +25,7 @@ def tiny_gen_config(monkeypatch):
     seen, tiny = [], tiny_config()
 
     def factory(**kw):
-        asked = ("vae_steps", "diffusion_steps", "minutes", "precision", "name", "notes")
+        asked = ("vae_steps", "diffusion_steps", "minutes", "precision", "name", "notes", "adapt")
         keep = {k: v for k, v in kw.items() if k in asked}
         cfg = dataclasses.replace(tiny, **keep)
         seen.append(cfg)
@@ -146,3 +146,49 @@ def test_bad_input_is_refused_with_a_message(make_napari_viewer, qtbot, tiny_gen
     w.images.value = []
     w.start()
     assert w._worker is None and any("choose the image layer" in str(n.message) for n in notes)
+
+
+def test_adapting_mito_gen_to_my_microscope_from_the_dock(make_napari_viewer, qtbot, tiny_gen_config, tmp_path,
+                                                          monkeypatch):
+    """Start from a generator, "adapt: to my microscope": a new generator whose images, generated from a
+    mask drawn over my image, have my image's grey levels and pixel size."""
+    import json
+
+    from _generate_helpers import tiny_generator
+
+    from napari_cellgen.generate.store import load_generator, user_generators_dir
+
+    base = tiny_generator(user_generators_dir() / "base-gen")
+    card = json.loads((base / "vae" / "card.json").read_text())
+    card["pixel_size_nm"] = 5.0  # as mito-gen's card says
+    (base / "vae" / "card.json").write_text(json.dumps(card))
+    viewer, w, gen_w = _setup(make_napari_viewer)
+    img, mask = disks(z=4, size=128, seed=3, radius=(6, 10), per_slice=4)
+    dark = np.clip(200 - 0.6 * img.astype(np.float64) + np.random.default_rng(0).normal(0, 15, img.shape), 0, 255)
+    mine = viewer.add_image(dark.astype(np.uint8), name="mine", scale=(10.0, 10.0, 10.0),
+                            metadata={"pixel_size_nm": (10.0, 10.0, 10.0)})
+    labels = viewer.add_labels(mask, name="mine mitochondria", scale=(10.0, 10.0, 10.0))
+    w.images.value, w.labels.value = [mine], [labels]
+    w.gen_base.reset_choices()
+    w.gen_base.value = "base-gen"
+    assert _shown(w.adapt) and w.adapt.value == "acquisition"
+    assert not _shown(w.diffusion_steps) and not _shown(w.keep_vae)  # nothing to train
+    w.slices.value, w.name.value = "1", "base-for-mine"
+    w.start()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=TIMEOUT)
+    assert "adapted to your microscope" in w.status.value, w.status.value
+    gen = load_generator("base-for-mine")
+    assert gen.acquisition["scale"] == 0.5 and gen.layout["slices"] == [1]
+
+    drawn = viewer.add_labels(mask[2, :64, :64].astype(np.uint32), name="drawn", scale=(10.0, 10.0))
+    gen_w.reset_choices()
+    gen_w.generator.value = "base-for-mine"
+    gen_w.labels.value = drawn
+    gen_w.n.value, gen_w.steps.value = 1, 2
+    gen_w.start()
+    name = "generated (base-for-mine)"
+    qtbot.waitUntil(lambda: f"{name} masks" in viewer.layers, timeout=TIMEOUT)
+    out = viewer.layers[name]
+    assert out.data.shape == (1, 64, 64)
+    assert tuple(out.scale[-2:]) == (10.0, 10.0)  # the user's pixels, over the drawn mask
+    assert abs(float(out.data.mean()) - float(dark.mean())) < 15  # my microscope's grey levels

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from napari.utils.notifications import show_info
 
-from ._layers import layer_array
+from ._layers import layer_array, pixel_size_of
 
 
 def _stamp() -> str:
@@ -58,24 +58,33 @@ class GeneratorTraining:
             slices = []  # no masks: an unconditional generator
         init = self.gen_base.value
         init = None if init in (None, "scratch") else init
+        acquire = init is not None and self.adapt.value == "acquisition"
         keep_vae = init is not None and bool(self.keep_vae.value)
-        name = self.name.value.strip() or (f"gen-{_stamp()}" if init is None else f"{Path(init).name}-ft-{_stamp()}")
+        tag = "for" if acquire else "ft"
+        name = self.name.value.strip() or (f"gen-{_stamp()}" if init is None else f"{Path(init).name}-{tag}-{_stamp()}")
         cfg = GeneratorConfig(vae_steps=0 if keep_vae else int(self.vae_steps.value),
                               diffusion_steps=int(self.diffusion_steps.value), name=name,
-                              minutes=float(self.minutes.value) or None, precision=self.precision.value,
+                              minutes=None if acquire else float(self.minutes.value) or None,
+                              precision=self.precision.value, adapt="acquisition" if acquire else "networks",
                               val_every=max(1, min(250, int(self.diffusion_steps.value) // 10)),
                               notes={"layers": [img.name] + ([lab.name] if lab else [])})
-        fresh = bool(self.fresh_denoiser.value) and init is not None
+        fresh = bool(self.fresh_denoiser.value) and init is not None and not acquire
         kwargs = {"slices": slices, "init": init, "fresh_denoiser": fresh, "register_as": name}
-        total = cfg.vae_steps + cfg.diffusion_steps
+        if acquire:
+            ps = pixel_size_of(img)
+            kwargs["pixel_size_nm"] = float(ps[-1]) if ps else None
+        total = 1 if acquire else cfg.vae_steps + cfg.diffusion_steps
         return train_generator_job, (data, mask, default_run_dir(name), cfg), kwargs, total
 
     def _gen_yielded(self, p):
         """Progress of a generator training: VAE steps, then latent encoding, then denoiser steps."""
         info = p.info or {}
-        if p.stage in ("prepare", "encode"):
-            what = "preparing data" if p.stage == "prepare" else "encoding latents"
+        if p.stage in ("prepare", "encode", "sample", "fit"):
+            what = {"prepare": "preparing data", "encode": "encoding latents",
+                    "sample": "sampling tiles to compare with your images", "fit": "fitting your microscope"}[p.stage]
             self.status.value = f"{what}... {p.done}/{p.total}"
+            if p.stage == "sample":
+                self.progress.max, self.progress.value = p.total, p.done
             return
         if p.stage not in self._gen_offset:  # a new stage: its steps continue the x axis
             self._gen_offset[p.stage] = (self._history["step"][-1] if self._history["step"] else 0, time.perf_counter(),
@@ -105,7 +114,9 @@ class GeneratorTraining:
             show_info(f"Generator training {what} before the denoiser had a checkpoint: nothing registered "
                       f"(partial files in {result.get('path')}).")
             return
-        self.status.value = f"{what}: generator {reg.name!r} (denoiser step {result.get('step')})"
+        how = ("adapted to your microscope (networks kept)" if result.get("stage") == "fit"
+               else f"denoiser step {result.get('step')}")
+        self.status.value = f"{what}: generator {reg.name!r} ({how})"
         self._refresh_docks()  # the Generate widget now lists the new generator
         self.gen_base.reset_choices()
         show_info(f"Generator training {what}: {reg.name!r} is ready in the Generate widget.")

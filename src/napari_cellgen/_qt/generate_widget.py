@@ -30,14 +30,19 @@ def _generator_choices(_widget=None):
 
 
 def generator_pixel_size(name) -> float | None:
-    """Pixel size (nm) of the images a generator was trained on (its VAE card), None if unknown."""
+    """Pixel size (nm) of the images a generator makes: the microscope it was adapted to (its
+    acquisition model), else the images it was trained on (its VAE card); None if unknown."""
     import json
 
-    from ..generate.store import resolve_generator
+    from ..generate.store import ACQUISITION, resolve_generator
 
     try:
-        card = json.loads((resolve_generator(name) / "vae" / "card.json").read_text())
+        folder = resolve_generator(name)
+        card = json.loads((folder / "vae" / "card.json").read_text())
         value = float(card.get("pixel_size_nm") or 0)
+        if (folder / ACQUISITION).is_file():
+            acq = json.loads((folder / ACQUISITION).read_text())
+            value = float(acq.get("pixel_size_nm") or 0) or value / float(acq.get("scale") or 1.0)
     except (OSError, ValueError, TypeError):
         return None
     return value if value > 0 else None

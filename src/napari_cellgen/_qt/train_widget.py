@@ -66,6 +66,13 @@ class TrainWidget(GeneratorTraining, BioimageioExport, Container):
         self.base = ComboBox(label="start from", choices=self._base_choices)
         self.gen_base = ComboBox(label="start from", choices=self._gen_base_choices, visible=False,
                                  tooltip="scratch, or a generator whose VAE (and denoiser) to continue from")
+        self.adapt = ComboBox(
+            label="adapt", visible=False, value="acquisition",
+            choices=[("to my microscope (networks kept, about 1 min)", "acquisition"),
+                     ("the networks (fine-tune within the minutes)", "networks")],
+            tooltip="to my microscope: keep the generator and fit your images' pixel size, blur, grey levels and "
+                    "noise (and the mask layouts of your labelled slices); the networks: fine-tune its VAE and "
+                    "denoiser on your images (cellgen train-generator --adapt)")
         self.keep_vae = CheckBox(text="keep its VAE (train the denoiser only)", value=True, visible=False)
         self.fresh_denoiser = CheckBox(
             text="new denoiser (it must not reuse masks you did not select)", value=False, visible=False)
@@ -103,7 +110,7 @@ class TrainWidget(GeneratorTraining, BioimageioExport, Container):
         self._buttons = Container(widgets=[self.finetune_btn, self.start_btn, self.stop_btn], layout="horizontal",
                                   labels=False)
         self._buttons.margins = (0, 0, 0, 0)
-        self.extend([self.target, self.images, self.labels, self.base, self.gen_base, self.steps,
+        self.extend([self.target, self.images, self.labels, self.base, self.gen_base, self.adapt, self.steps,
                      self.vae_steps, self.diffusion_steps, self.minutes, self.progress, self.status])
         layout = self.native.layout()  # the button row spans the dock, as a single button does
         layout.insertWidget(layout.indexOf(self.progress.native.parent()), self._buttons.native)
@@ -125,6 +132,7 @@ class TrainWidget(GeneratorTraining, BioimageioExport, Container):
         self.target.changed.connect(self._target_changed)
         self.gen_base.changed.connect(self._target_changed)
         self.keep_vae.changed.connect(self._target_changed)
+        self.adapt.changed.connect(self._target_changed)
         from ..train.pool import POOL
 
         POOL.connect(self._pool_changed)
@@ -146,9 +154,13 @@ class TrainWidget(GeneratorTraining, BioimageioExport, Container):
         for name in self._GEN_ONLY:
             getattr(self, name).visible = gen
         from_gen = gen and self.gen_base.value not in (None, "scratch")
-        self.keep_vae.visible = from_gen
-        self.fresh_denoiser.visible = from_gen
-        self.vae_steps.visible = gen and not (from_gen and self.keep_vae.value)
+        acquire = from_gen and self.adapt.value == "acquisition"
+        self.adapt.visible = from_gen
+        self.keep_vae.visible = from_gen and not acquire
+        self.fresh_denoiser.visible = from_gen and not acquire
+        self.vae_steps.visible = gen and not (from_gen and (self.keep_vae.value or acquire))
+        self.diffusion_steps.visible = gen and not acquire
+        self.minutes.visible = gen and not acquire
         self._plot.set_generator(gen)
         self._advanced.refit()
 
@@ -417,8 +429,8 @@ class TrainWidget(GeneratorTraining, BioimageioExport, Container):
 
     def _set_running(self, running: bool):
         for w in (self.start_btn, self.finetune_btn, self.images, self.labels, self.base, self.steps, self.target,
-                  self.gen_base, self.vae_steps, self.diffusion_steps, self.minutes, self.slices, self.name, self.patch,
-                  self.batch, self.lr, self.val_fraction, self.synthetic_ratio, self.hard, self.precision,
+                  self.gen_base, self.adapt, self.vae_steps, self.diffusion_steps, self.minutes, self.slices, self.name,
+                  self.patch, self.batch, self.lr, self.val_fraction, self.synthetic_ratio, self.hard, self.precision,
                   self.keep_vae, self.fresh_denoiser):
             w.enabled = not running  # what a run was started with stays on screen as it was
         self.stop_btn.enabled = running

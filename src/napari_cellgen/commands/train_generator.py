@@ -5,7 +5,13 @@
 
 Only the masks of --slices are ever read (default: every non-validation slice with any
 annotation); the images of all non-validation slices train the VAE and the denoiser.
-``--minutes M`` sets a wall-clock budget instead of guessing step counts. With
+``--minutes M`` sets a wall-clock budget instead of guessing step counts.
+
+Starting from a generator (``--generator mito-gen``), ``--adapt acquisition`` (the default then) keeps
+its networks and fits the user's microscope: pixel size (from the file or ``--pixel-size``), blur,
+grey levels and noise from all their images, the mask layouts from the labelled slices; it takes
+about a minute. ``--adapt networks`` fine-tunes the networks instead (the default as soon as
+``--vae-steps``, ``--diffusion-steps`` or ``--fresh-denoiser`` is given). With
 ``--generator GEN_DIR --vae-steps 0`` an existing generator's VAE is kept and its denoiser fine-tuned:
 the cheap way to build a generator for a few annotated slices. Add ``--fresh-denoiser`` to take
 only the VAE (its training never reads masks) and train a new denoiser: needed when the init
@@ -27,6 +33,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def add_parser(sub) -> argparse.ArgumentParser:
     from ..cli import old_spelling
+    from ..generate.config import ADAPT_MODES
     from ..generate.train import GeneratorConfig
     from ..train.loop import TRAIN_PRECISIONS
 
@@ -66,13 +73,25 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="the generator to start from, a folder or name (default: none, a new generator)")
     old_spelling(p, "--init", dest="generator", metavar="GEN_DIR")
     p.add_argument(
+        "--adapt",
+        choices=ADAPT_MODES,
+        default=None,
+        help="with --generator: 'acquisition' keeps its networks and fits your microscope (pixel size, blur, "
+        "grey levels, noise) on all your images and the mask layouts on the labelled slices, about a minute; "
+        "'networks' fine-tunes the VAE and denoiser within --minutes (default: acquisition, or networks when "
+        "--vae-steps, --diffusion-steps or --fresh-denoiser is given)",
+    )
+    p.add_argument("--pixel-size", type=float, default=None, metavar="NM",
+                   help="the images' pixel size in nm when the file has none (for --adapt acquisition)")
+    p.add_argument(
         "--fresh-denoiser",
         action="store_true",
         help="with --generator: keep only its VAE and train a new denoiser (its denoiser saw other masks)",
     )
-    p.add_argument("--vae-steps", type=int, default=d.vae_steps,
-                   help="VAE training steps (0: keep the VAE of --generator)")
-    p.add_argument("--diffusion-steps", type=int, default=d.diffusion_steps, help="denoiser training steps")
+    p.add_argument("--vae-steps", type=int, default=None,
+                   help=f"VAE training steps (0: keep the VAE of --generator; default {d.vae_steps})")
+    p.add_argument("--diffusion-steps", type=int, default=None,
+                   help=f"denoiser training steps (default {d.diffusion_steps})")
     p.add_argument("--vae-minutes", type=float, default=None,
                    help="time budget for the VAE, stops early (default: none, all --vae-steps)")
     p.add_argument("--diffusion-minutes", type=float, default=None,
@@ -133,6 +152,18 @@ def build_config(args):
     from .._checks import number
     from ..generate.train import GeneratorConfig
 
+    d = GeneratorConfig()
+    if args.adapt is None:
+        explicit = args.vae_steps is not None or args.diffusion_steps is not None or args.fresh_denoiser
+        args.adapt = "acquisition" if args.generator and not explicit else "networks"
+    if args.adapt == "acquisition" and not args.generator:
+        raise ValueError("--adapt acquisition needs --generator GEN_DIR (the generator to adapt, e.g. mito-gen)")
+    if args.adapt == "acquisition" and args.fresh_denoiser:
+        raise ValueError("--fresh-denoiser trains a new denoiser: use it with --adapt networks")
+    if args.pixel_size is not None and not args.pixel_size > 0:
+        raise ValueError(f"--pixel-size must be > 0 nm, got {args.pixel_size}")
+    args.vae_steps = d.vae_steps if args.vae_steps is None else args.vae_steps
+    args.diffusion_steps = d.diffusion_steps if args.diffusion_steps is None else args.diffusion_steps
     for name in ("vae_patch", "vae_batch", "diffusion_batch", "val_every"):
         number(getattr(args, name), f"--{name.replace('_', '-')}", lo=1, integer=True)
     if args.vae_steps < 0 or args.diffusion_steps < 1:
@@ -163,6 +194,7 @@ def build_config(args):
         latent_variants=args.latent_variants,
         scale=args.scale,
         precision=args.precision,
+        adapt=args.adapt,
         tile=args.tile,
         latent_crop=args.tile // factor,
         small_crop_p=args.small_crop_p,
@@ -181,11 +213,12 @@ def _read(path, opt):
 
 
 def run(args) -> int:
-    from .._paths import check_input, check_outputs
+    from .._paths import check_input, check_outputs, read_input
     from .._progress import run as drive
     from .._progress import tqdm_callback
     from ..generate.store import LAYOUT, PARTS
     from ..generate.train import train_generator
+    from ..io.stack import stored_pixel_size
     from ..models.store import looks_like_path
     from ..train.data import parse_slices
 
@@ -200,7 +233,7 @@ def run(args) -> int:
         from ..generate.store import load_generator
 
         load_generator(args.generator)  # its cards and weights, before any training
-    images = _read(args.images, "--images")
+    images, meta = read_input(args.images, "train-generator", "--images")
     masks = _read(args.masks, "--masks") if args.masks else None
     n = 1 if images.ndim == 2 else images.shape[0]
     slices = None
@@ -210,6 +243,9 @@ def run(args) -> int:
     if args.val_slices is not None:
         val = [] if args.val_slices.strip().lower() in ("", "none") else parse_slices(args.val_slices, n)
     val_masks = {"auto": None, "yes": True, "no": False}[args.val_masks]
+    pixel_nm = args.pixel_size
+    if pixel_nm is None and stored_pixel_size(meta):
+        pixel_nm = float(stored_pixel_size(meta)[-1])
     bar = None if args.quiet else tqdm_callback("train-generator")
     t0 = time.perf_counter()
 
@@ -232,9 +268,18 @@ def run(args) -> int:
             val_masks=val_masks,
             init=args.generator,
             fresh_denoiser=args.fresh_denoiser,
+            pixel_size_nm=pixel_nm,
         ),
         report,
     )
+    if "acquisition" in res:
+        a = res["acquisition"]
+        print(f"cellgen train-generator: adapted {args.generator} to this microscope in {a['seconds']:.0f} s and "
+              f"wrote {res['path']}: pixel scale {a['scale']:.3g} ({a['scale_source']}), blur {a['blur_sigma']} px, "
+              f"noise {a['noise_sigma']:.1f} grey levels, spectrum distance {a['spectrum_distance_before']:.3f} -> "
+              f"{a['spectrum_distance']:.3f}; layouts from {len(res['layout'].get('slices', []))} labelled slices",
+              file=sys.stderr)
+        return 0
     print(
         f"cellgen train-generator: wrote {res['path']} in {time.perf_counter() - t0:.0f} s "
         f"(mask slices: {len(res['denoiser']['training']['mask_slices'])}; "

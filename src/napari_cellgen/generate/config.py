@@ -16,6 +16,9 @@ from .schedule import DEFAULT_SCHEDULE
 VARIANTS = [(0, False), (1, True), (2, False), (3, True), (1, False), (0, True), (3, False), (2, True)]
 
 
+ADAPT_MODES = ("networks", "acquisition")
+
+
 class GeneratorDataError(ValueError):
     """Training data for a generator that cannot be used as given."""
 
@@ -64,6 +67,9 @@ class GeneratorConfig:
     # losses stay float32), as ``cellgen train --precision bf16``: on a CPU with native bf16, VAE steps
     # 1.38x faster, denoiser steps 1.06x (benchmarks/generator_step_speed.py)
     precision: str = "fp32"
+    # starting from a generator: "networks" fine-tunes its VAE/denoiser on the images (and masks);
+    # "acquisition" keeps them and fits the user's microscope (pixel size, blur, tone, noise; adapt.py)
+    adapt: str = "networks"
     tile: int = 256
     val_every: int = 250
     warmup: int = 100
@@ -85,6 +91,7 @@ class GeneratorConfig:
         number(self.tile, "--tile", lo=1, integer=True)
         number(self.scale, "--scale", lo=0, hi=1, lo_open=True)
         choice(self.precision, "--precision", TRAIN_PRECISIONS)
+        choice(self.adapt, "--adapt", ADAPT_MODES)
         number(self.small_crop_p, "--small-crop-p", lo=0, hi=1)
         number(self.adv_weight, "--adv-weight", lo=0)
         for key in ("vae_lr", "diffusion_lr"):

@@ -140,6 +140,7 @@ def sample(
     batch_size: int = 4,
     pad: bool = False,
     pixel_noise: float | None = None,
+    acquisition: bool = True,
 ) -> Generator[Progress, None, Samples]:
     """Generate EM images.
 
@@ -153,6 +154,9 @@ def sample(
     ``pad=True`` accepts masks of any size: they are padded with background up to a multiple of
     the generator's divisor and the images cropped back (for a Labels layer of any shape).
     ``gen`` is a :class:`~napari_cellgen.generate.store.LatentGenerator` (or a name/folder to load).
+    A generator adapted to a microscope (``gen.acquisition``, see ``adapt.py``) works in that
+    microscope's pixels: masks and ``shape`` are in them, tiles are generated at the generator's own
+    pixel size and rendered through the fitted acquisition model (``acquisition=False``: not).
     Yields :class:`Progress` (stage ``"sample"``) per denoising step; returns :class:`Samples`.
     """
     import torch
@@ -164,6 +168,10 @@ def sample(
 
     if not isinstance(gen, LatentGenerator):
         gen = load_generator(gen)
+    if acquisition and gen.acquisition:
+        return (yield from _sample_acquired(gen, masks, n, seed=seed, pairs=pairs, allow_empty=allow_empty,
+                                            shape=shape, steps=steps, guidance=guidance, sampler=sampler,
+                                            batch_size=batch_size, pixel_noise=pixel_noise))
     if steps < 1 or steps > 1000:
         raise ValueError(f"steps must be between 1 and 1000, got {steps}")
     if guidance < 0:
@@ -236,6 +244,37 @@ def sample(
     if crop_to is not None:
         out = np.ascontiguousarray(out[:, : crop_to[0], : crop_to[1]])
     return Samples(out, labels)
+
+
+def _sample_acquired(gen, masks, n, *, seed, pairs, allow_empty, shape, **kw):
+    """:func:`sample` for a generator with an acquisition model: generate at its pixels, render to the user's."""
+    from .acquire import apply_acquisition
+
+    acq = gen.acquisition
+    s = float(acq["scale"])
+
+    def gen_side(v: int) -> int:
+        return max(gen.divisor, int(round(v / s)))
+
+    if masks is not None:
+        labels = np.asarray(masks) if np.asarray(masks).ndim == 3 else np.asarray(masks)[None]
+        check_masks(labels, 1, allow_empty)
+        h, w = labels.shape[-2:]
+        from .adapt import _upsample_labels
+
+        up = np.stack([_upsample_labels(m, (gen_side(h), gen_side(w))) for m in labels])
+        res = yield from sample(gen, up, steps=kw["steps"], guidance=kw["guidance"], seed=seed,
+                                sampler=kw["sampler"], allow_empty=allow_empty, batch_size=kw["batch_size"],
+                                pad=True, pixel_noise=kw["pixel_noise"], acquisition=False)
+        images, _ = apply_acquisition(res.images, None, acq, seed, size=(h, w))
+        return Samples(images, labels)
+    h, w = tuple(shape or (gen.tile, gen.tile))
+    gh, gw = (-(-gen_side(v) // gen.divisor) * gen.divisor for v in (h, w))
+    res = yield from sample(gen, None, n, seed=seed, pairs=pairs, shape=(gh, gw), acquisition=False, **kw)
+    images, labels = apply_acquisition(res.images, res.masks, acq, seed, size=(round(gh * s), round(gw * s)))
+    images = np.ascontiguousarray(images[:, :h, :w])
+    labels = None if labels is None else np.ascontiguousarray(labels[:, :h, :w])
+    return Samples(images, labels)
 
 
 def sample_sync(gen, masks=None, n=None, callback=None, **kw) -> Samples:

@@ -8,6 +8,8 @@
       denoiser/model.safetensors, denoiser/card.json   MaskDenoiser (EMA weights); card: architecture,
                                                    noise schedule, conditioning, mask slices, metrics
       layout.json                                  fitted mask-layout statistics (see layout.py)
+      acquisition.json                             optional: the user's microscope (see acquire.py):
+                                                   generated tiles are rendered through it
 
 Everything loads offline from the files alone; nothing is unpickled. Bundled generators live in
 ``napari_cellgen/_data/generators/<name>``, the user's in the per-user data folder.
@@ -25,6 +27,8 @@ from ..models.store import CARD, WEIGHTS, ModelError, atomic_write_bytes, load_t
 
 DEFAULT_GENERATOR = "mito-gen"
 LAYOUT = "layout.json"
+ACQUISITION = "acquisition.json"
+ACQUISITION_KEYS = ("scale", "blur_sigma", "noise_sigma", "tone")
 PARTS = ("vae", "denoiser")
 
 
@@ -99,6 +103,7 @@ class LatentGenerator:
     denoiser_card: dict
     layout: dict = field(default_factory=dict)
     path: Path | None = None
+    acquisition: dict | None = None  # the fitted microscope (acquire.py), None: images as the VAE decodes them
 
     @property
     def name(self) -> str:
@@ -171,7 +176,17 @@ def load_generator(name_or_dir=None, device: str = "cpu") -> LatentGenerator:
         raise GeneratorError(f"{folder}: the denoiser does not fit the VAE (latent channels or factor differ).")
     validate_generator_cards(vcard, dcard, vae.divisor * den.divisor, folder)
     layout = _read_json(folder / LAYOUT, "mask layout statistics")  # a JSON object, or GeneratorError
-    return LatentGenerator(vae.to(device), den.to(device), vcard, dcard, layout, folder)
+    acq = None
+    if (folder / ACQUISITION).is_file():
+        acq = _read_json(folder / ACQUISITION, "acquisition model")
+        bad = [k for k in ACQUISITION_KEYS if k not in acq]
+        tone = acq.get("tone")
+        if bad or not (isinstance(tone, list) and len(tone) == 2 and len(tone[0]) == len(tone[1]) > 1) or not (
+            isinstance(acq["scale"], (int, float)) and 0.01 <= acq["scale"] <= 100
+        ):
+            raise GeneratorError(f"{folder / ACQUISITION} is not a valid acquisition model "
+                                 f"(needs {', '.join(ACQUISITION_KEYS)}; scale 0.01-100): delete it or refit it")
+    return LatentGenerator(vae.to(device), den.to(device), vcard, dcard, layout, folder, acq)
 
 
 def register_generator(folder: str | Path, name: str | None = None) -> Path:
@@ -185,6 +200,8 @@ def register_generator(folder: str | Path, name: str | None = None) -> Path:
         for fname in (WEIGHTS, CARD):
             atomic_write_bytes(dest / part / fname, (src / part / fname).read_bytes())
     atomic_write_bytes(dest / LAYOUT, (src / LAYOUT).read_bytes())
+    if (src / ACQUISITION).is_file():
+        atomic_write_bytes(dest / ACQUISITION, (src / ACQUISITION).read_bytes())
     return dest
 
 
@@ -213,5 +230,7 @@ def export_generator(src: str | Path, dest: str | Path, half: bool = False) -> d
         atomic_write_bytes(dest / part / CARD, json.dumps(card, indent=2, default=str).encode())
         sizes[part] = (dest / part / WEIGHTS).stat().st_size
     atomic_write_bytes(dest / LAYOUT, (src / LAYOUT).read_bytes())
+    if (src / ACQUISITION).is_file():
+        atomic_write_bytes(dest / ACQUISITION, (src / ACQUISITION).read_bytes())
     sizes["total"] = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     return sizes

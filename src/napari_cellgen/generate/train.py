@@ -76,6 +76,7 @@ def train_generator(
     init=None,
     fresh_denoiser: bool = False,
     device: str = "cpu",
+    pixel_size_nm: float | None = None,
 ) -> Generator[Progress, None, dict]:
     """Train a generator folder ``out_dir`` from ``images`` (Z, Y, X) and ``masks``.
 
@@ -88,6 +89,8 @@ def train_generator(
     init : a generator (folder/name) to start from; with ``cfg.vae_steps == 0`` its VAE is kept.
     fresh_denoiser : take only the VAE from ``init`` and train a new denoiser. Use it when
         ``init``'s denoiser learnt from masks this run must not see (an honest low-label generator).
+    pixel_size_nm : the images' pixel size, for ``cfg.adapt == "acquisition"`` (which keeps ``init``'s
+        networks and fits the microscope instead: :func:`.adapt.adapt_acquisition`).
     Returns ``{"vae": card, "denoiser": card, "layout": dict, "path": str}``.
     """
     import torch
@@ -97,6 +100,17 @@ def train_generator(
     from .store import load_generator, save_layout
 
     cfg = (cfg or GeneratorConfig()).validate()  # the CLI, the Train dock and scripts: one check
+    if cfg.adapt == "acquisition":
+        from .adapt import adapt_acquisition
+
+        if init is None:
+            raise GeneratorDataError("adapting the acquisition needs a generator to start from (--generator)")
+        if fresh_denoiser:
+            raise GeneratorDataError("--fresh-denoiser retrains the denoiser: use it with --adapt networks")
+        _check_inputs(images, masks)
+        return (yield from adapt_acquisition(images, masks, out_dir, init, slices=slices,
+                                             pixel_size_nm=pixel_size_nm, seed=cfg.seed, minutes=cfg.minutes,
+                                             name=cfg.name or None))
     t_job = time.perf_counter()
     out_dir = Path(out_dir)
     if cfg.threads:
