@@ -62,6 +62,11 @@ def trained_lucchi_slices(name_or_dir) -> set[int]:
     return set(parse_slices(str(spans), 165))
 
 
+def seen_lucchi_slices(name_or_dir, slices) -> set[int]:
+    """Which of the Lucchi ``slices`` a segmenter trained on (empty: a score on them is an estimate)."""
+    return trained_lucchi_slices(name_or_dir) & {int(z) for z in slices}
+
+
 def check_unseen(name_or_dir, slices, what: str = "evaluates on") -> None:
     """Stop a benchmark whose model trained on the Lucchi slices it scores (a number that is no estimate).
 
@@ -69,7 +74,7 @@ def check_unseen(name_or_dir, slices, what: str = "evaluates on") -> None:
     blocks take a model that never saw them, e.g. a CV fold's (``runs/cv/<recipe>/fold4/last``
     never saw 130-164).
     """
-    seen = trained_lucchi_slices(name_or_dir) & {int(z) for z in slices}
+    seen = seen_lucchi_slices(name_or_dir, slices)
     if seen:
         zs = sorted(seen)
         raise SystemExit(f"{name_or_dir}: its card says it trained on Lucchi slices {zs[0]}-{zs[-1]} "

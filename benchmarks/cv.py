@@ -14,7 +14,9 @@ trained the compared models; the Lucchi testing volume stays outside (checked in
     python benchmarks/cv.py --name scratch3k -- --steps 3000 --lr 2e-3 --ema 0.998 --dice batch
     python benchmarks/cv.py --name smoke --folds 5 --only 0 -- --steps 2 --batch 2   # smoke test
 
-Writes ``benchmarks/results/cv_NAME.json`` after every fold (``--resume`` skips finished folds).
+Writes ``benchmarks/results/cv_NAME.json`` after every fold (``--resume`` skips finished folds and
+continues a fold stopped with ``kill`` (SIGTERM) from the checkpoint it wrote; its train_s then
+counts only the last part).
 """
 
 from __future__ import annotations
@@ -92,9 +94,14 @@ def main(argv=None):
         t0 = time.time()
         cmd = [sys.executable, str(HERE / "train_default.py"), "--out", str(run_dir / "run"),
                "--final", str(run_dir / "last"), "--train-slices", spans(train), "--val-slices", "none", *recipe]
+        # a fold stopped part-way (kill: train_default.py writes run/last/ on SIGTERM) continues from there
+        resumed = args.resume and (run_dir / "run" / "last" / "state.json").is_file()
+        if resumed:
+            cmd.append("--resume")
         subprocess.run(cmd, check=True)
         train_s = time.time() - t0
         row = {"fold": i, "held_out": spans(held), "trained_on": spans(train), "train_s": round(train_s, 1),
+               **({"resumed_from_checkpoint": True} if resumed else {}),
                "model": model_ref(run_dir / "last"), **score(run_dir / "last", img, gt, held)}
         res["folds"].append(row)
         ious = [f["iou"] for f in res["folds"]]

@@ -283,6 +283,9 @@ def markdown(res: dict) -> str:
                       if x)
     how = ("networks kept, acquisition fitted at " f"{gen['pixel_size_nm']:g} nm" if gen.get("adapt") == "acquisition"
            else "VAE kept" if gen["keep_vae"] else "VAE + denoiser")
+    if gen.get("adapt") == "acquisition" and res.get("generators"):
+        secs = [g["train_s"] for g in res["generators"].values()]
+        budget = f"in {min(secs):.0f}-{max(secs):.0f} s (budget {gen['minutes']} min, not needed)"
     rows = [
         f"New volume: {vol['source']}, {vol['thickness']}-slice-thick sections, degradation "
         f"'{vol['degradation']['preset']}' -> {vol['degraded_shape']}; evaluation sections "

@@ -28,8 +28,8 @@ import tifffile
 from _provenance import (  # run as a script: benchmarks/ is on sys.path
     model_ref,
     new_path,
+    seen_lucchi_slices,
     stamp,
-    trained_lucchi_slices,
     write_json,
 )
 
@@ -78,7 +78,7 @@ def main(argv=None):
            "torch_threads": os.environ.get("OMP_NUM_THREADS", "default"), **stamp(argv)}
     opts = ([f"--views={args.views}"] if args.views else []) + (["--median"] if args.median else []) + (
         [f"--precision={args.precision}"] if args.precision else [])
-    unseen = not trained_lucchi_slices(args.model) & set(range(140, 165))
+    unseen = not seen_lucchi_slices(args.model, range(140, 165))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.big:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -118,6 +119,10 @@ def main(argv=None):
         notes={"data": "EPFL/Lucchi training volume", "train_slices_list": spans(train),
                "val_slices_list": spans(val) or "none"},
     )
+    def _stop(*_):  # SIGTERM (kill): stop like Ctrl-C, so the run's last/ checkpoint is written for --resume
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     t0 = time.time()
     log = open(args.out.with_suffix(".log"), "a") if args.out.parent.exists() else sys.stdout  # noqa: SIM115
 

@@ -85,6 +85,11 @@ def test_auto_precision_is_int8_on_the_cpu_and_fp32_where_int8_cannot_run(tmp_pa
     assert _iou(auto.labels > 0, gt) > 0.6
     assert resolve_precision("auto", "cuda") == resolve_precision("auto", "cpu", in_process=False) == "fp32"
     assert resolve_precision("fp32", "cpu") == "fp32"
+    from napari_cellgen.segment.blockwise import check_precision
+
+    assert check_precision("auto") == check_precision("fp32") == "fp32"  # a cluster's workers run fp32
+    with pytest.raises(ValueError, match="int8 runs in this process only"):
+        check_precision("int8")
 
     class Untraceable(torch.nn.Module):  # data-dependent control flow: FX cannot quantize it
         def forward(self, x):

@@ -15,6 +15,17 @@ few_label_gain.py), against its recorded arms (a) 0.786 and (b) 0.675:
     python benchmarks/probes/few_label_probe.py fidelity --synth runs/few_label_gain/synth_k1 \
         --model runs/few_label_gain/models/k1_s0_a     # the arm-(a) segmenter reads 24 generated tiles
 
+Two more (2026-12-03, session 6), with ``--model`` mito-unet v3 (see few_label_gain.py for how to
+extract it from git):
+
+* ``acquire``: the shipped generator untouched at its 5 nm, layouts from the k masks, 512^2 tiles
+  rendered to the volume's 10 nm by the acquisition model fitted on the pool images
+  (``generate/acquire.py``), ``--pairs`` of them; ``raw``: the same tiles only averaged down 2x;
+* ``ceiling``: every pool section labelled (11), no generated pairs: how much more labels can give.
+
+    python benchmarks/probes/few_label_probe.py acquire --model /tmp/v3 --work runs/probe_acquire --pairs 100
+    python benchmarks/probes/few_label_probe.py ceiling --model /tmp/v3 --work runs/probe_acquire
+
 Prints the evaluation IoU and writes PROBE.json next to the synthetic set. A probe, not a result:
 one seed, to decide what to build. Measured with mito-unet v3 (weights 9eae721251eb, trained on
 0-139); v4 trained on every slice, so pass ``--model`` a model that never saw 140-164 (the script
@@ -33,7 +44,7 @@ import tifffile
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from _provenance import check_unseen  # noqa: E402
+from _provenance import check_unseen, model_ref, stamp, write_json  # noqa: E402
 from few_label_gain import BLOCK, DATA, fit, labelled, split, thicken  # noqa: E402
 from finetune_gain import PRESETS, degrade, iou_on  # noqa: E402
 
@@ -100,7 +111,7 @@ def main():
     from napari_cellgen.models.store import resolve
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("probe", choices=["grey", "scale", "fidelity", "acquire", "raw"])
+    ap.add_argument("probe", choices=["grey", "scale", "fidelity", "acquire", "raw", "ceiling"])
     ap.add_argument("--pairs", type=int, default=100)
     ap.add_argument("--synth", type=Path, default=Path("runs/few_label_gain/synth_k1"))
     ap.add_argument("--work", type=Path, default=Path("runs/probe_scale"))
@@ -117,8 +128,10 @@ def main():
         for im, m in zip(s_img, s_mask > 0, strict=True):
             p = segment(im[None], SegmentOptions(model=args.model, device="cpu")).labels[0] > 0
             inter, union = inter + (p & m).sum(), union + (p | m).sum()
-        print(json.dumps({"probe": "fidelity", "model": str(args.model), "tiles": len(s_img),
-                          "pooled_iou": float(inter / union)}))
+        rec = {"probe": "fidelity", "k": args.k, "seed": args.seed, "model": model_ref(args.model),
+               "synth": str(args.synth), "tiles": len(s_img), "pooled_iou": float(inter / union)}
+        record(rec)
+        print(json.dumps(rec))
         return
     check_unseen(args.model, range(BLOCK[0], BLOCK[1]))
     vol, gt, sp, zs, masks = volume(args.k, args.seed)
@@ -129,6 +142,10 @@ def main():
         out = args.synth
     elif args.probe in ("acquire", "raw"):
         s_img, s_mask, out = acquired_pairs(args, pool, masks, zs)
+    elif args.probe == "ceiling":  # every pool section labelled, no generated pairs: the most labels can give
+        zs, masks = list(range(len(pool))), gt[sp["pool"]].astype(np.uint8)
+        s_img = s_mask = None
+        out = args.work / "ceiling"
     else:
         w = args.work
         w.mkdir(parents=True, exist_ok=True)
@@ -149,14 +166,29 @@ def main():
         out = w
     model, card, info = fit(str(resolve(args.model)), pool, masks, zs, out / f"model_{args.probe}", steps=300,
                             batch=8, patch=256, seed=args.seed, threads=os.cpu_count(),
-                            synthetic=(s_img, s_mask.astype(np.uint16)), ratio=0.5)
+                            synthetic=None if s_img is None else (s_img, s_mask.astype(np.uint16)), ratio=0.5)
     iou = iou_on(model, card, vol, gt, sp["eval"])["iou"]
     rec = {"probe": args.probe, "k": args.k, "seed": args.seed, "labelled": zs, "iou": iou,
-           "synthetic_grey_mean_std": [float(s_img.mean()), float(s_img.std())],
+           "model": model_ref(args.model), "pairs": None if s_img is None else int(len(s_img)),
+           "synthetic_grey_mean_std": None if s_img is None else [float(s_img.mean()), float(s_img.std())],
            "pool_grey_mean_std": [float(pool.mean()), float(pool.std())], "train_s": info["train_s"]}
     out.mkdir(parents=True, exist_ok=True)
     (out / "PROBE.json").write_text(json.dumps(rec, indent=2))
+    record(rec)
     print(json.dumps(rec))
+
+
+def record(rec: dict) -> None:
+    """Keep every probe's result in benchmarks/results/few_label_probes.json (one entry per probe, k, seed, model)."""
+    path = HERE.parent / "results" / "few_label_probes.json"
+    rows = json.loads(path.read_text())["probes"] if path.exists() else []
+    def key(r):
+        return r["probe"], r["k"], r["seed"], r["model"]["weights_sha256"], r.get("synth"), r.get("pairs")
+
+    rows = [r for r in rows if key(r) != key(rec)] + [
+        {**rec, **stamp(sys.argv[1:])}]
+    write_json(path, {"what": "probes behind few_label_gain.py arm (b): one (k, seed) each, to decide what to "
+                              "build; not results", "probes": rows})
 
 
 if __name__ == "__main__":

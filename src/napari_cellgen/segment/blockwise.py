@@ -44,11 +44,15 @@ class BlockError(RuntimeError):
     """A block task failed; the message names the block and the cause."""
 
 
-def check_precision(precision: str, how: str = "segment without a dask cluster") -> None:
-    """Refuse a precision the cluster path cannot run (int8 is calibrated and run in this process);
-    "auto" runs fp32 there."""
-    if precision not in ("fp32", "auto"):
+def check_precision(precision: str, how: str = "segment without a dask cluster") -> str:
+    """The precision the cluster path runs: "auto" is fp32 there (``quantize.resolve_precision`` for
+    work outside this process); refuses int8, which is calibrated and run in this process."""
+    from .quantize import resolve_precision
+
+    resolved = resolve_precision(precision, in_process=False)
+    if resolved != "fp32":
         raise ValueError(f"--precision {precision} runs in this process only: {how}, or choose fp32")
+    return resolved
 
 
 def plan_blocks(n: int, block_z: int) -> list[tuple[int, int]]:

@@ -115,11 +115,13 @@ TRAIN_PRECISIONS = ("fp32", "bf16")
 
 def _logits(torch, model, x, device: str, precision: str):
     """The training forward pass in the run's arithmetic (bfloat16 autocast for "bf16"), as float32
-    logits for the loss. Used by the loop, DDP and the time estimate alike."""
-    if precision != "bf16":
-        return model(x)
-    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
-        return model(x).float()
+    logits for the loss. Used by the loop, DDP and the time estimate alike; the generator's stages use
+    the same rule (``generate.config.autocast``)."""
+    from ..generate.config import autocast
+
+    with autocast(torch, precision, device):
+        out = model(x)
+    return out.float() if precision == "bf16" else out
 
 
 def _fast_layout(torch, t, device: str):
