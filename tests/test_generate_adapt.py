@@ -105,6 +105,10 @@ def test_adapting_keeps_the_networks_and_generates_the_users_images(base, tmp_pa
     assert pairs.images.shape == pairs.masks.shape == (2, 96, 96)
     raw = sample_sync(gen, None, n=1, steps=3, shape=(96, 96), acquisition=False)
     assert raw.images.shape == (1, 96, 96)
+    from napari_cellgen.generate.store import export_generator
+
+    export_generator(tmp_path / "mine", tmp_path / "exported")  # what ships keeps the microscope
+    assert load_generator(tmp_path / "exported").acquisition == gen.acquisition
 
 
 def test_acquisition_needs_a_generator_to_start_from(tmp_path):

@@ -82,7 +82,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--vae-steps, --diffusion-steps or --fresh-denoiser is given)",
     )
     p.add_argument("--pixel-size", type=float, default=None, metavar="NM",
-                   help="the images' pixel size in nm when the file has none (for --adapt acquisition)")
+                   help="the images' pixel size in nm when the file has none (for --adapt acquisition; "
+                   "default: the file's)")
     p.add_argument(
         "--fresh-denoiser",
         action="store_true",
