@@ -13,6 +13,8 @@ trained the compared models; the Lucchi testing volume stays outside (checked in
     # a recipe from scratch, 5 folds (each fold is one training: hours on a 2-core CPU)
     python benchmarks/cv.py --name scratch3k -- --steps 3000 --lr 2e-3 --ema 0.998 --dice batch
     python benchmarks/cv.py --name smoke --folds 5 --only 0 -- --steps 2 --batch 2   # smoke test
+    # on a GPU machine: all 5 folds at once (each fold's process samples and augments on 2 CPU threads)
+    python benchmarks/cv.py --name scratch16k_bf16 --device cuda --parallel 5 --threads 2 -- --steps 16000 ...
 
 Writes ``benchmarks/results/cv_NAME.json`` after every fold (``--resume`` skips finished folds and
 continues a fold stopped with ``kill`` (SIGTERM) from the checkpoint it wrote; its train_s then
@@ -48,12 +50,13 @@ def train_slices(n: int, held: list[int], gap: int) -> list[int]:
     return [z for z in range(n) if z < lo or z > hi]
 
 
-def score(model_dir: Path, img, gt, zs) -> dict:
+def score(model_dir: Path, img, gt, zs, device: str = "cpu") -> dict:
     from napari_cellgen.metrics import foreground_iou
     from napari_cellgen.segment.pipeline import SegmentOptions, segment
 
     # fp32, as every fold was scored before int8 became cellgen's CPU default (a protocol keeps its metric)
-    lab = segment(img[zs[0]:zs[-1] + 1], SegmentOptions(model=str(model_dir), measure=False, precision="fp32")).labels
+    lab = segment(img[zs[0]:zs[-1] + 1], SegmentOptions(model=str(model_dir), measure=False, precision="fp32",
+                                                             device=device)).labels
     return {"iou": foreground_iou(lab, gt[zs[0]:zs[-1] + 1])}
 
 
@@ -69,10 +72,15 @@ def main(argv=None):
     ap.add_argument("--only", default=None, help="run only these folds (e.g. 0,3)")
     ap.add_argument("--runs", type=Path, default=Path("runs/cv"))
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--device", default="cpu", help="torch device for training and scoring (cpu, cuda)")
+    ap.add_argument("--parallel", type=int, default=1, help="train this many folds at once (one GPU can hold all)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads per fold's training")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(own)
-    if any(a in recipe for a in ("--train-slices", "--val-slices", "--out", "--final")):
-        raise SystemExit("the recipe may not set --train-slices, --val-slices, --out or --final: cv.py does")
+    if any(a in recipe for a in ("--train-slices", "--val-slices", "--out", "--final", "--device", "--threads",
+                                 "--data")):
+        raise SystemExit("the recipe may not set --train-slices, --val-slices, --out, --final, --device, --threads "
+                         "or --data: cv.py does")
 
     import tifffile
 
@@ -85,30 +93,48 @@ def main(argv=None):
         "recipe": recipe, "folds": [], **stamp(argv)}
     done = {f["fold"] for f in res["folds"]}
     only = {int(v) for v in args.only.split(",")} if args.only else None
-    for i, held in enumerate(folds(n, args.folds)):
-        if i in done or (only is not None and i not in only):
-            continue
-        train = train_slices(n, held, args.gap)
-        run_dir = args.runs / args.name / f"fold{i}"
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        t0 = time.time()
-        cmd = [sys.executable, str(HERE / "train_default.py"), "--out", str(run_dir / "run"),
-               "--final", str(run_dir / "last"), "--train-slices", spans(train), "--val-slices", "none", *recipe]
-        # a fold stopped part-way (kill: train_default.py writes run/last/ on SIGTERM) continues from there
-        resumed = args.resume and (run_dir / "run" / "last" / "state.json").is_file()
-        if resumed:
-            cmd.append("--resume")
-        subprocess.run(cmd, check=True)
+    todo = [(i, held) for i, held in enumerate(folds(n, args.folds))
+            if i not in done and (only is None or i in only)]
+    running: list[tuple[int, list[int], list[int], Path, bool, float, subprocess.Popen]] = []
+
+    def finish(job) -> None:
+        i, held, train, run_dir, resumed, t0, proc = job
+        if proc.wait() != 0:
+            raise SystemExit(f"fold {i}: training failed (exit {proc.returncode}); see {run_dir}/run.log")
         train_s = time.time() - t0
         row = {"fold": i, "held_out": spans(held), "trained_on": spans(train), "train_s": round(train_s, 1),
                **({"resumed_from_checkpoint": True} if resumed else {}),
-               "model": model_ref(run_dir / "last"), **score(run_dir / "last", img, gt, held)}
+               **({"device": args.device, "parallel": args.parallel} if args.device != "cpu" or args.parallel > 1
+                  else {}),
+               "model": model_ref(run_dir / "last"), **score(run_dir / "last", img, gt, held, args.device)}
         res["folds"].append(row)
         ious = [f["iou"] for f in res["folds"]]
         res["summary"] = {"folds_done": len(ious), "iou_mean": statistics.fmean(ious),
                           "iou_std": statistics.stdev(ious) if len(ious) > 1 else None}
         write_json(out, res)
         print(json.dumps(row), flush=True)
+
+    for i, held in todo:
+        train = train_slices(n, held, args.gap)
+        run_dir = args.runs / args.name / f"fold{i}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, str(HERE / "train_default.py"), "--data", str(args.data), "--out", str(run_dir / "run"),
+               "--final", str(run_dir / "last"), "--train-slices", spans(train), "--val-slices", "none",
+               "--device", args.device, *(["--threads", str(args.threads)] if args.threads else []), *recipe]
+        # a fold stopped part-way (kill: train_default.py writes run/last/ on SIGTERM) continues from there
+        resumed = args.resume and (run_dir / "run" / "last" / "state.json").is_file()
+        if resumed:
+            cmd.append("--resume")
+        running.append((i, held, train, run_dir, resumed, time.time(), subprocess.Popen(cmd)))
+        while len(running) >= max(1, args.parallel):  # wait for the first of the running folds to end
+            ended = next((j for j in running if j[-1].poll() is not None), None)
+            if ended is None:
+                time.sleep(2)
+                continue
+            running.remove(ended)
+            finish(ended)
+    for job in running:
+        finish(job)
     print(json.dumps(res.get("summary"), indent=1))
 
 

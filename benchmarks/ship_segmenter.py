@@ -35,6 +35,26 @@ def recipe_of(card: dict) -> dict:
     return {k: v for k, v in c.items() if k not in ("tile", "overlap", "threads", "name", "val_fraction", "val_every")}
 
 
+OPTION_KEYS = {"hard": "hard_prob"}  # train_default.py options whose config key differs
+
+
+def recipe_mismatch(card: dict, options: list[str]) -> list[str]:
+    """The ``--option value`` pairs of a CV recipe that the card's training config contradicts."""
+    config = card["training"]["config"]
+    wrong = []
+    for flag, value in zip(options[::2], options[1::2]):
+        key = flag.lstrip("-").replace("-", "_")
+        key = OPTION_KEYS.get(key, key)
+        have = config.get(key)
+        try:
+            same = float(have) == float(value)
+        except (TypeError, ValueError):
+            same = str(have) == value
+        if not same:
+            wrong.append(f"{flag} {value} (card: {have})")
+    return wrong
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, required=True, help="the final run's exported last weights (a model folder)")
@@ -51,9 +71,14 @@ def main(argv=None) -> int:
     if not folds:
         sys.exit(f"{args.cv} holds no finished fold")
     ref = args.cv_model or Path(folds[0]["model"]["given"])
-    ref_card = json.loads((REPO / ref / "card.json").read_text())
-    if recipe_of(card) != recipe_of(ref_card):
-        sys.exit(f"{args.model} was trained with {recipe_of(card)}, the CV folds with {recipe_of(ref_card)}")
+    if (REPO / ref / "card.json").exists():
+        ref_card = json.loads((REPO / ref / "card.json").read_text())
+        if recipe_of(card) != recipe_of(ref_card):
+            sys.exit(f"{args.model} was trained with {recipe_of(card)}, the CV folds with {recipe_of(ref_card)}")
+    else:  # the fold models are gone (runs/ is not kept): check against the options the CV file records
+        wrong = recipe_mismatch(card, cv.get("recipe") or [])
+        if wrong:
+            sys.exit(f"{args.model} was not trained with the CV recipe: {wrong}")
     tr = card["training"]
     if tr.get("val_slices_list") not in (None, "none") or tr.get("train_slices", 0) < 165:
         sys.exit(f"{args.model} did not train on all 165 slices without validation "

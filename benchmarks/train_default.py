@@ -56,6 +56,15 @@ def spans(zs) -> str:
     return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in out)
 
 
+def device_name(device: str) -> str:
+    """``cuda (NVIDIA H200)`` / ``cpu``: where a model was trained, for its card."""
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return device
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA)
@@ -91,6 +100,8 @@ def main(argv=None):
                     help="slices to validate on, e.g. 33-65, or 'none' (default: the last --n-val)")
     ap.add_argument("--precision", choices=TRAIN_PRECISIONS, default="fp32",
                     help="training arithmetic: bf16 autocast is about 2x faster on CPUs with native bfloat16")
+    ap.add_argument("--device", default="cpu", help="torch device of the training steps (cpu, cuda)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (patch sampling and augmentation)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--final", type=Path, default=None,
                     help="also write the last (EMA) weights, chosen by no validation, as a model folder here")
@@ -115,9 +126,9 @@ def main(argv=None):
         rescale=args.scale, tile=args.tile, appearance=args.appearance, precision=args.precision,
         # --context: the network's own from scratch; from --init, its parent's widened to it
         context=(args.context or 1) if scratch else 1, recontext=None if scratch else args.context,
-        val_fraction=0.0, select="last" if not val else "auto",
+        val_fraction=0.0, select="last" if not val else "auto", threads=args.threads,
         notes={"data": "EPFL/Lucchi training volume", "train_slices_list": spans(train),
-               "val_slices_list": spans(val) or "none"},
+               "val_slices_list": spans(val) or "none", "device": device_name(args.device)},
     )
     def _stop(*_):  # SIGTERM (kill): stop like Ctrl-C, so the run's last/ checkpoint is written for --resume
         raise KeyboardInterrupt
@@ -135,7 +146,7 @@ def main(argv=None):
             print(json.dumps({"step": p.done, "t": round(time.time() - t0, 1), **p.info}), file=log, flush=True)
 
     card = run(train_segmenter([(img, gt, train)], args.out, cfg, val_pairs=[(img, gt, val)] if val else None,
-                               resume=args.resume), cb)
+                               resume=args.resume, device=args.device), cb)
     print(json.dumps({"done": True, "time_s": time.time() - t0, "metrics": card.get("metrics"),
                       "model": model_ref(args.out)}), file=log, flush=True)
     if args.final:

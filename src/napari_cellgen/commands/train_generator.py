@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..registry import looks_like_path
+
 
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v.strip())
@@ -278,14 +280,21 @@ def run(args) -> int:
         print(f"cellgen train-generator: adapted {args.generator} to this microscope in {a['seconds']:.0f} s and "
               f"wrote {res['path']}: pixel scale {a['scale']:.3g} ({a['scale_source']}), blur {a['blur_sigma']} px, "
               f"noise {a['noise_sigma']:.1f} grey levels, spectrum distance {a['spectrum_distance_before']:.3f} -> "
-              f"{a['spectrum_distance']:.3f}; layouts from {len(res['layout'].get('slices', []))} labelled slices",
-              file=sys.stderr)
+              f"{a['spectrum_distance']:.3f}; layouts from {len(res['layout'].get('slices', []))} labelled slices. "
+              f"Use it: cellgen synth --generator {_as_path_arg(res['path'])} -o DIR", file=sys.stderr)
         return 0
     print(
         f"cellgen train-generator: wrote {res['path']} in {time.perf_counter() - t0:.0f} s "
         f"(mask slices: {len(res['denoiser']['training']['mask_slices'])}; "
         f"VAE {json.dumps(res['vae'].get('metrics', {}))}; "
-        f"denoiser {json.dumps(res['denoiser'].get('metrics', {}))})",
+        f"denoiser {json.dumps(res['denoiser'].get('metrics', {}))}). "
+        f"Use it: cellgen synth --generator {_as_path_arg(res['path'])} -o DIR",
         file=sys.stderr,
     )
     return 0
+
+
+def _as_path_arg(path) -> str:
+    """``path`` as --generator reads it as a folder, not a registered name (``./my-gen``)."""
+    text = str(path)
+    return text if looks_like_path(text) else f"./{text}"

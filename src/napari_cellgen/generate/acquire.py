@@ -77,6 +77,13 @@ def resample(images: np.ndarray, masks: np.ndarray | None, scale: float, size: t
     return img, np.stack(out)
 
 
+def upsample_labels(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A 2D label image resized to ``size`` by nearest neighbour (pixel centres)."""
+    yi = np.minimum((np.arange(size[0]) + 0.5) * m.shape[0] / size[0], m.shape[0] - 1).astype(int)
+    xi = np.minimum((np.arange(size[1]) + 0.5) * m.shape[1] / size[1], m.shape[1] - 1).astype(int)
+    return m[yi][:, xi]
+
+
 def _blur(images: np.ndarray, sigma: float) -> np.ndarray:
     from scipy.ndimage import gaussian_filter
 

@@ -35,12 +35,6 @@ def scale_for(gen, pixel_size_nm: float | None) -> tuple[float, str]:
     return float(gen_nm) / float(pixel_size_nm), f"{float(pixel_size_nm):g} nm given; generator {float(gen_nm):g} nm"
 
 
-def _upsample_labels(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    yi = np.minimum((np.arange(size[0]) + 0.5) * m.shape[0] / size[0], m.shape[0] - 1).astype(int)
-    xi = np.minimum((np.arange(size[1]) + 0.5) * m.shape[1] / size[1], m.shape[1] - 1).astype(int)
-    return m[yi][:, xi]
-
-
 def adapt_acquisition(
     images,
     masks,
@@ -60,7 +54,8 @@ def adapt_acquisition(
     compares against (at least 4 are sampled). Yields Progress stages "prepare", "sample", "fit".
     """
     from ..models.store import CARD, atomic_write_bytes
-    from .acquire import CROP, fit_acquisition
+    from .acquire import CROP, fit_acquisition, upsample_labels
+    from .config import GeneratorDataError
     from .layout import fit_layout
     from .sample import sample
     from .store import ACQUISITION, LAYOUT, PARTS, load_generator
@@ -72,6 +67,8 @@ def adapt_acquisition(
     stack = images[None] if images.ndim == 2 else images
     scale, why = scale_for(gen, pixel_size_nm)
     if masks is None:
+        if slices:
+            raise GeneratorDataError("slices were given but no masks")
         allowed = []
     elif slices is None:
         allowed = [z for z in range(n) if np.any(np.asarray(masks[z] if masks.ndim == 3 else masks))]
@@ -79,11 +76,11 @@ def adapt_acquisition(
         allowed = sorted({int(z) for z in slices})
         bad = [z for z in allowed if z < 0 or z >= n]
         if bad:
-            raise ValueError(f"slices {bad} are outside the stack (it has {n} slices, 0-{n - 1})")
+            raise GeneratorDataError(f"slices {bad} are outside the stack (it has {n} slices, 0-{n - 1})")
     layout = gen.layout
     if allowed:
         mstack = masks[None] if masks.ndim == 2 else masks
-        up = [_upsample_labels(np.asarray(mstack[z]), (round(mstack.shape[1] / scale), round(mstack.shape[2] / scale)))
+        up = [upsample_labels(np.asarray(mstack[z]), (round(mstack.shape[1] / scale), round(mstack.shape[2] / scale)))
               for z in allowed]
         layout = fit_layout(np.stack(up), tile=gen.tile, seed=seed)
         layout["slices"] = allowed
@@ -123,6 +120,10 @@ def adapt_acquisition(
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     })
     out = Path(out_dir)
+    # the microscope and the layouts first: a folder is a generator only once vae/ and denoiser/ exist,
+    # so a crash part-way never leaves one that would generate without its acquisition model
+    atomic_write_bytes(out / LAYOUT, json.dumps(layout, indent=1).encode())
+    atomic_write_bytes(out / ACQUISITION, json.dumps(params, indent=1).encode())
     for part in PARTS:
         for f in (gen.path / part).iterdir():
             if f.is_file() and f.name != CARD:
@@ -134,8 +135,6 @@ def adapt_acquisition(
         card["adapted"] = {"mode": "acquisition", "parent": str(gen.path), "parent_name": gen.name,
                            "note": "weights unchanged; acquisition.json renders the tiles"}
         atomic_write_bytes(out / part / CARD, json.dumps(card, indent=2, default=str).encode())
-    atomic_write_bytes(out / LAYOUT, json.dumps(layout, indent=1).encode())
-    atomic_write_bytes(out / ACQUISITION, json.dumps(params, indent=1).encode())
     yield Progress(1, 1, "fit")
     new = load_generator(out)
     return {"vae": new.vae_card, "denoiser": new.denoiser_card, "layout": new.layout, "path": str(out),

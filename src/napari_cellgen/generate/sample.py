@@ -248,7 +248,7 @@ def sample(
 
 def _sample_acquired(gen, masks, n, *, seed, pairs, allow_empty, shape, **kw):
     """:func:`sample` for a generator with an acquisition model: generate at its pixels, render to the user's."""
-    from .acquire import apply_acquisition
+    from .acquire import apply_acquisition, upsample_labels
 
     acq = gen.acquisition
     s = float(acq["scale"])
@@ -260,9 +260,7 @@ def _sample_acquired(gen, masks, n, *, seed, pairs, allow_empty, shape, **kw):
         labels = np.asarray(masks) if np.asarray(masks).ndim == 3 else np.asarray(masks)[None]
         check_masks(labels, 1, allow_empty)
         h, w = labels.shape[-2:]
-        from .adapt import _upsample_labels
-
-        up = np.stack([_upsample_labels(m, (gen_side(h), gen_side(w))) for m in labels])
+        up = np.stack([upsample_labels(m, (gen_side(h), gen_side(w))) for m in labels])
         res = yield from sample(gen, up, steps=kw["steps"], guidance=kw["guidance"], seed=seed,
                                 sampler=kw["sampler"], allow_empty=allow_empty, batch_size=kw["batch_size"],
                                 pad=True, pixel_noise=kw["pixel_noise"], acquisition=False)
