@@ -138,6 +138,21 @@ def test_fused_batchnorm_matches_eval_model():
         torch.testing.assert_close(fused(x), net(x), rtol=1e-4, atol=1e-5)
 
 
+def test_fused_model_stays_on_its_device_and_dtype():
+    """``cellgen segment --device cuda`` loads the model onto the GPU, then folds batch norm: the folded
+    convolutions must be made there too (they were made on the CPU: 'Input type (torch.cuda.FloatTensor)
+    and weight type (torch.FloatTensor) should be the same', seen on an H200). The meta device stands in
+    for the GPU here: the same rule, no GPU needed."""
+    import torch
+
+    from napari_cellgen.models.unet import UNet, fuse_batchnorm
+
+    net = UNet(3, 1, base=4, depth=2).to(device="meta", dtype=torch.float64)
+    fused = fuse_batchnorm(net)
+    kinds = {(p.device.type, p.dtype) for p in fused.parameters()}
+    assert kinds == {("meta", torch.float64)}
+
+
 def _box5(batch):
     """A fixed 5x5 box-filter convolution, zero-padded like the U-Net's: a receptive field of 5x5,
     so a tile edge inside the image shows (2 px of zero padding) unless the blending hides it."""

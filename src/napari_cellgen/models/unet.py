@@ -116,8 +116,10 @@ def fuse_batchnorm(model: UNet) -> UNet:
                 with torch.no_grad():
                     std = torch.sqrt(layer.running_var + layer.eps)
                     w = layer.weight / std
+                    # on the convolution's device: a model loaded onto a GPU stays there
                     fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
-                                      padding=conv.padding, bias=True)
+                                      padding=conv.padding, bias=True,
+                                      device=conv.weight.device, dtype=conv.weight.dtype)
                     fused.weight.copy_(conv.weight * w.view(-1, 1, 1, 1))
                     bias = conv.bias if conv.bias is not None else torch.zeros_like(layer.running_mean)
                     fused.bias.copy_((bias - layer.running_mean) * w + layer.bias)
