@@ -32,7 +32,8 @@ PIXEL_SIZE_NM = [5.0, 5.0, 5.0]  # Lucchi: 5 x 5 x 5 nm voxels (the data README)
 def recipe_of(card: dict) -> dict:
     """A card's training config without what may differ between a CV fold and the final run."""
     c = card["training"]["config"]
-    return {k: v for k, v in c.items() if k not in ("tile", "overlap", "threads", "name", "val_fraction", "val_every")}
+    skip = ("tile", "overlap", "threads", "name", "val_fraction", "val_every", "pixel_size_nm")
+    return {k: v for k, v in c.items() if k not in skip}
 
 
 OPTION_KEYS = {"hard": "hard_prob"}  # train_default.py options whose config key differs

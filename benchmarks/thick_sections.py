@@ -37,6 +37,7 @@ def main(argv=None):
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--every", type=int, default=8, help="keep every Nth slice (5 nm each)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "thick_sections.json")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), help="names or model folders")
     args = ap.parse_args(argv)
 
     import tifffile
@@ -56,10 +57,10 @@ def main(argv=None):
         cases[preset] = (d, m > 0, (z_nm, 5.0 / f, 5.0 / f))
     res = {"what": "thick-section surrogates: foreground IoU of each shipped model, whole pipeline",
            "sections": f"Lucchi training slices {start}::{args.every} ({img.shape[0]} sections {z_nm:g} nm apart)",
-           "models": {m: model_ref(m) for m in MODELS}, "cases": {}}
+           "models": {m: model_ref(m) for m in args.models}, "cases": {}}
     for name, (im, tr, px) in cases.items():
         row = {"shape": list(im.shape), "pixel_size_nm": list(px)}
-        for model in MODELS:
+        for model in args.models:
             for told in (True, False):
                 t0 = time.perf_counter()
                 r = segment(im, SegmentOptions(model=model, measure=False), pixel_size=px if told else None)

@@ -127,6 +127,7 @@ def main(argv=None):
         # --context: the network's own from scratch; from --init, its parent's widened to it
         context=(args.context or 1) if scratch else 1, recontext=None if scratch else args.context,
         val_fraction=0.0, select="last" if not val else "auto", threads=args.threads,
+        pixel_size_nm=(5.0, 5.0, 5.0) if scratch else None,  # Lucchi's voxels (the data README)
         notes={"data": "EPFL/Lucchi training volume", "train_slices_list": spans(train),
                "val_slices_list": spans(val) or "none", "device": device_name(args.device)},
     )

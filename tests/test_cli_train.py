@@ -60,6 +60,22 @@ def test_train_registers_and_prints_progress(files, capsys):
     assert json.loads((out2 / "last" / "state.json").read_text())["step"] == 6
 
 
+def test_scratch_model_records_the_files_pixel_size(files):
+    """A model trained from scratch on a stack whose file gives its voxel size carries it on its card,
+    so that ``segment`` can rescale other data to it (without it, "pixel size told" changed nothing)."""
+    from napari_cellgen.commands.segment import write_stack
+    from napari_cellgen.models.store import read_card
+
+    img, mask = blob_stack()
+    write_stack(files / "img40.tif", img, np.uint8, (40.0, 8.0, 8.0))
+    out, plain = files / "with-ps", files / "no-ps"
+    common = ["--masks", str(files / "mask.tif"), "--steps", "2", "--val-every", "2", "--no-register", *TINY]
+    assert main(["train", "--images", str(files / "img40.tif"), "-o", str(out), *common]) == 0
+    assert read_card(out)["pixel_size_nm"] == [40.0, 8.0, 8.0]
+    assert main(["train", "--images", str(files / "img.tif"), "-o", str(plain), *common]) == 0
+    assert "pixel_size_nm" not in read_card(plain)  # the file gives none: nothing is made up
+
+
 def test_patch_is_converted_to_model_pixels(files):
     import argparse
 

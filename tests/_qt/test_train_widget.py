@@ -146,6 +146,21 @@ def test_errors_become_notifications(make_napari_viewer, qtbot, tiny_base, notes
     assert w._worker is None and any("not a number" in m for m in _messages(notes))
 
 
+def test_scratch_training_records_the_layers_pixel_size(make_napari_viewer, qtbot, tiny_base, notes):
+    """A model trained from scratch in the dock carries the image layer's voxel size, so Segment can
+    rescale other data to it."""
+    from napari_cellgen.models.store import load_model
+
+    viewer, w, seg = _setup(make_napari_viewer)
+    viewer.layers["em"].metadata["pixel_size_nm"] = (40.0, 8.0, 8.0)  # as the reader stores it
+    w.base.value, w.name.value = "scratch", "from-scratch"
+    w.start()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=TIMEOUT)
+    assert "finished" in w.status.value, w.status.value
+    _, card = load_model("from-scratch")
+    assert card["pixel_size_nm"] == [40.0, 8.0, 8.0]
+
+
 def test_finetune_on_corrections_uses_the_painted_slices(make_napari_viewer, qtbot, tiny_base, notes):
     from napari_cellgen.models.store import list_models, load_model
 

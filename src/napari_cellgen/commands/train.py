@@ -93,10 +93,19 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _read(path: str, opt: str):
+def _read(path: str, opt: str, with_meta: bool = False):
     from .._paths import read_input
 
-    return read_input(path, "train", opt)[0]
+    data, meta = read_input(path, "train", opt)
+    return (data, meta) if with_meta else data
+
+
+def _zyx_pixel_size(meta) -> tuple[float, float, float] | None:
+    """The file's voxel size (z, y, x) in nm, or None when it gives none or only a 2D one."""
+    from ..io.stack import stored_pixel_size
+
+    ps = stored_pixel_size(meta)
+    return tuple(ps) if ps is not None and len(ps) == 3 else None
 
 
 def build_config(args):
@@ -186,8 +195,10 @@ def run(args) -> int:
     if args.resume:
         check_training_state(out / "last")  # complete, one step, checksums match
     pairs = []
-    for img_path, mask_path in zip(args.images, args.masks, strict=False):
-        image, mask = _read(img_path, "--images"), _read(mask_path, "--masks")
+    for k, (img_path, mask_path) in enumerate(zip(args.images, args.masks, strict=False)):
+        (image, meta), mask = _read(img_path, "--images", with_meta=True), _read(mask_path, "--masks")
+        if k == 0 and cfg.init in ("scratch", "", None) and cfg.pixel_size_nm is None:
+            cfg.pixel_size_nm = _zyx_pixel_size(meta)  # so segment can rescale other data to it
         if tuple(image.shape) != tuple(mask.shape):
             raise ValueError(f"{img_path} has shape {tuple(image.shape)} but {mask_path} has "
                              f"{tuple(mask.shape)}: image and mask must be pixel-aligned stacks of one shape")

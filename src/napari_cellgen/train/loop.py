@@ -47,6 +47,9 @@ class TrainConfig:
     tile: int = 256
     overlap: int = 32
     threads: int | None = None
+    # the training data's voxel size (z, y, x) in nm, written to a model trained from scratch so that
+    # segment can rescale other data to it (a fine-tuned model keeps its parent's)
+    pixel_size_nm: tuple[float, float, float] | None = None
     # arithmetic of the training steps: "fp32", or "bf16" (autocast; about 2x faster on CPUs with
     # native bfloat16, e.g. AVX512-BF16 or AMX; weights, optimizer and loss stay float32)
     precision: str = "fp32"
@@ -96,6 +99,10 @@ class TrainConfig:
         number(self.emphasis, "emphasis", lo=0, hi=1000)
         number(self.anchor_share, "anchor share", lo=0, hi=1, hi_open=True)
         number(self.edge_weight, "edge weight", lo=0, hi=1000)
+        if self.pixel_size_nm is not None:
+            ps = tuple(self.pixel_size_nm)
+            if len(ps) != 3 or not all(isinstance(v, (int, float)) and 0 < v < 1e6 for v in ps):
+                raise ValueError(f"the pixel size must be three positive numbers (z, y, x in nm), got {ps}")
         choice(self.dice, "dice", DICE_MODES)
         choice(self.select, "select", ("auto", "best", "last"))
         choice(self.precision, "--precision", TRAIN_PRECISIONS)
@@ -171,6 +178,8 @@ def _init_model(cfg: TrainConfig):
             "normalization": {"kind": "percentile", "low": 1.0, "high": 99.0},
             "parent": None,
         }
+        if cfg.pixel_size_nm is not None:
+            card["pixel_size_nm"] = [float(v) for v in cfg.pixel_size_nm]
         return model, card
     model, parent = load_model(cfg.init)
     card = {k: parent[k] for k in ("context", "scale", "tile", "overlap", "normalization", "pixel_size_nm")
