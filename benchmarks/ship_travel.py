@@ -6,6 +6,11 @@ scored by ``transfer.py`` (block 140-164, strong and mild, pixel size told and n
 over those 8 cells replaces the shipped model if that mean beats the shipped model's and it loses at
 most 0.005 to it on the clean block. Nothing is installed otherwise, or with ``--dry-run``.
 
+``--rule2 FILE``: the second decision (``probes/travel_second_rule.py``, written after the first rule
+refused the best candidate for its clean-block cost alone, on surrogates no decision had used); when
+it says the same candidate replaces the shipped model, that candidate is installed, and the card
+notes keep both verdicts.
+
     python benchmarks/ship_travel.py --transfer benchmarks/results/transfer_travel2.json \\
         --thick benchmarks/results/thick_sections_travel2.json --version 2
 """
@@ -64,12 +69,24 @@ def main(argv=None) -> int:
     ap.add_argument("--version", type=int, required=True)
     ap.add_argument("--dest", type=Path, default=DEST)
     ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--rule2", type=Path, default=None, help="the second decision's result (see above)")
+    ap.add_argument("--verdict", type=Path, default=HERE / "results" / "travel_rule1.json",
+                    help="where the cells and the verdict are written (always)")
     args = ap.parse_args(argv)
-    table = cells(json.loads(args.transfer.read_text()), json.loads(args.thick.read_text()))
+    transfer = json.loads(args.transfer.read_text())
+    table = cells(transfer, json.loads(args.thick.read_text()))
     verdict = decide(table)
     print(json.dumps({"cells": table, **verdict}, indent=1))
-    if not verdict["replaces_shipped"] or args.dry_run:
-        print("nothing installed" + ("" if verdict["replaces_shipped"] else ": no candidate passes the rule"))
+    from _provenance import stamp, write_json
+
+    write_json(args.verdict, {"what": "the rule of benchmarks/device_travel.sh applied to its candidates",
+                              "max_clean_loss": MAX_CLEAN_LOSS, "cells": table, **verdict, **stamp(argv)})
+    rule2 = json.loads(args.rule2.read_text()) if args.rule2 else None
+    sha = {m["model"]["given"]: m["model"]["weights_sha256"] for m in transfer["models"]}
+    by_rule2 = bool(rule2 and rule2["replaces_shipped"] and sha[verdict["best_candidate"]] in
+                    {r["weights_sha256"] for g, r in rule2["models"].items() if g != SHIPPED})
+    if not (verdict["replaces_shipped"] or by_rule2) or args.dry_run:
+        print("nothing installed" + ("" if verdict["replaces_shipped"] or by_rule2 else ": no candidate passes the rule"))
         return 0
     src = (REPO / "benchmarks" / verdict["best_candidate"]).resolve()
     if not (src / "card.json").exists():
@@ -90,8 +107,15 @@ def main(argv=None) -> int:
     card["metrics"] = {"step": card["metrics"]["step"], "selection": card["metrics"]["selection"],
                        "clean_block_140_164": table[verdict["best_candidate"]]["clean"],
                        "mean_of_8_degraded_cells": verdict["means_of_8_degraded_cells"][verdict["best_candidate"]]}
+    if by_rule2:
+        card["metrics"]["second_rule"] = {"mean_of_8_new_cells": rule2["mean_of_8_cells"],
+                                          "clean_thick": rule2["clean_thick"]}
+        card["results"].append(str(args.rule2.resolve().relative_to(REPO)))
     notes = {"what": f"how mito-unet-travel v{args.version} was chosen: the rule in benchmarks/device_travel.sh, "
-                     "applied by benchmarks/ship_travel.py", "cells": table, **verdict,
+                     "applied by benchmarks/ship_travel.py" + (", which refused it for its clean-block cost; then "
+                     "the second rule of benchmarks/probes/travel_second_rule.py, which accepted it" if by_rule2 and
+                     not verdict["replaces_shipped"] else ""), "cells": table, **verdict,
+             "second_rule": rule2,
              "training": {"slices": card["training"].get("train_slices_list"), "device": card["training"].get("device"),
                           "command": "bash benchmarks/device_travel.sh (train_default.py, 8k recipe, "
                                      f"--appearance {cfg['appearance']}, --train-slices 0-139)"},

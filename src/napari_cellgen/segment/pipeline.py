@@ -142,8 +142,8 @@ def auto_model(model: str | None, own_context: bool, z_context: str) -> str | No
 
     Thick sections (z spacing >= 3x the model's, given or measured) come from serial-section TEM or
     another protocol, not from Lucchi's FIB-SEM: ``mito-unet-travel``, trained for other microscopes and
-    section thicknesses, scores 0.897 vs 0.896 on thick Lucchi sections and 0.701 vs 0.380 on degraded
-    ones (docs/benchmarks.md). None: keep the model.
+    section thicknesses, scores 0.892 vs 0.897 (``mito-unet``) on clean thick Lucchi sections and 0.34-0.88
+    vs 0.00-0.30 on degraded ones (v2, docs/benchmarks.md). None: keep the model.
     """
     from ..models.store import AUTO_MODELS, THICK_SECTIONS_MODEL, list_models
 
