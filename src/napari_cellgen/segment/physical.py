@@ -120,6 +120,9 @@ def adapt(card: dict, pixel_size=None, *, ndim: int = 3, z_context: str = "auto"
         msgs.append(f"pixel size {xy:g} nm, the model's {trained_xy:g} nm: resized by {scale:.3g} "
                     f"(instead of {float(card.get('scale', 1.0)):g})")
         card["scale"] = scale
+    elif trained_xy and not xy:  # the commonest silent failure: other pixels read as the model's
+        msgs.append(f"no pixel size in the file or given: taken as the model's {trained_xy:g} nm; if yours "
+                    "differ, give it (--pixel-size NM; in the dock, Advanced > pixel size)")
     own = False
     if ndim == 3 and int(card.get("context", 0)) > 0:
         if z_context == "self":
