@@ -43,7 +43,7 @@ def recipe_mismatch(card: dict, options: list[str]) -> list[str]:
     """The ``--option value`` pairs of a CV recipe that the card's training config contradicts."""
     config = card["training"]["config"]
     wrong = []
-    for flag, value in zip(options[::2], options[1::2]):
+    for flag, value in zip(options[::2], options[1::2], strict=False):
         key = flag.lstrip("-").replace("-", "_")
         key = OPTION_KEYS.get(key, key)
         have = config.get(key)

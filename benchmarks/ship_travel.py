@@ -86,7 +86,8 @@ def main(argv=None) -> int:
     by_rule2 = bool(rule2 and rule2["replaces_shipped"] and sha[verdict["best_candidate"]] in
                     {r["weights_sha256"] for g, r in rule2["models"].items() if g != SHIPPED})
     if not (verdict["replaces_shipped"] or by_rule2) or args.dry_run:
-        print("nothing installed" + ("" if verdict["replaces_shipped"] or by_rule2 else ": no candidate passes the rule"))
+        passed = verdict["replaces_shipped"] or by_rule2
+        print("nothing installed" + ("" if passed else ": no candidate passes the rule"))
         return 0
     src = (REPO / "benchmarks" / verdict["best_candidate"]).resolve()
     if not (src / "card.json").exists():
@@ -95,9 +96,10 @@ def main(argv=None) -> int:
     cfg = card["training"]["config"]
     card.update(
         name=SHIPPED, version=args.version, parent=None, pixel_size_nm=[5.0, 5.0, 5.0],
-        description=(f"2.5D U-Net ({2 * card['context'] + 1} neighbouring slices), base {card['architecture']['base']}, "
-                     f"depth {card['architecture']['depth']}, at {card['scale']} x resolution; mitochondria "
-                     "foreground probability. For EM that does not look like the Lucchi FIB-SEM (other microscopes, "
+        description=(f"2.5D U-Net ({2 * card['context'] + 1} neighbouring slices), "
+                     f"base {card['architecture']['base']}, depth {card['architecture']['depth']}, "
+                     f"at {card['scale']} x resolution; mitochondria foreground probability. For EM that "
+                     "does not look like the Lucchi FIB-SEM (other microscopes, "
                      f"noise, blur, contrast, thick sections): trained from scratch with appearance augmentation "
                      f"{cfg['appearance']}"),
     )
