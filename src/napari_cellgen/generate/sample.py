@@ -115,7 +115,7 @@ def add_pixel_noise(x, sigma: float, seed: int, first: int):
     out = x.clone()
     for i in range(len(x)):
         g = torch.Generator().manual_seed((int(seed) * 1_000_003 + first + i + 1) % (2**63))
-        out[i] += sigma * torch.randn(x[i].shape, generator=g)
+        out[i] += sigma * torch.randn(x[i].shape, generator=g).to(x.device)  # the same stream on any device
     return out.clamp(-1, 1)
 
 
@@ -220,14 +220,15 @@ def sample(
     yield Progress(0, total, "sample")
     # inference mode is entered around each computation, never across a ``yield``: a job
     # abandoned at a yield (Cancel) must not leave its thread (a reused pool thread) in it
+    device = next(gen.denoiser.parameters()).device  # load_generator(device=...): noise drawn on the CPU
     for idx in batches:
         sl = slice(idx.start, idx.stop)
         with torch.inference_mode():
             cond = None
             if fg is not None:
-                cond = mask_condition(torch.from_numpy(fg[sl]), factor, (len(idx), *lat_shape[2:]))
+                cond = mask_condition(torch.from_numpy(fg[sl]), factor, (len(idx), *lat_shape[2:])).to(device)
             sched = sampling_scheduler(sampler, gen.denoiser_card.get("schedule"))
-            loop = denoise(gen.denoiser, sched, noise[sl], cond, steps, guidance, generator=g)
+            loop = denoise(gen.denoiser, sched, noise[sl].to(device), cond, steps, guidance, generator=g)
         while True:
             try:
                 with torch.inference_mode():
