@@ -45,6 +45,11 @@ from napari_cellgen.train.loop import DICE_MODES, TRAIN_PRECISIONS, TrainConfig,
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lucchi"
 
 
+def load_lucchi(data: Path = DATA):
+    """``(images, masks)``: the Lucchi training volume and its masks, (165, 768, 1024) uint8 each."""
+    return tifffile.imread(Path(data) / "training.tif"), tifffile.imread(Path(data) / "training_groundtruth.tif")
+
+
 def spans(zs) -> str:
     """``[0, 1, 2, 5, 6]`` -> ``"0-2,5-6"``."""
     out, zs = [], sorted(zs)

@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from _provenance import machine, model_ref, stamp, write_json  # noqa: E402
 from finetune_gain import degrade  # noqa: E402
-from train_default import DATA  # noqa: E402
+from train_default import DATA, load_lucchi  # noqa: E402
 
 GRID = (5.0, 6.25, 7.5, 10.0, 12.5, 15.0, 20.0)
 PROBE_SLICES = 4
@@ -53,13 +53,10 @@ def main(argv=None):
     ap.add_argument("--model", default="mito-unet-travel")
     ap.add_argument("--out", type=Path, default=HERE.parent / "results" / "pixel_size_guess_probe.json")
     args = ap.parse_args(argv)
-    import tifffile
-
     from napari_cellgen.metrics import foreground_iou
     from napari_cellgen.segment.pipeline import SegmentOptions, segment
 
-    vol = tifffile.imread(args.data / "training.tif")
-    gt = tifffile.imread(args.data / "training_groundtruth.tif")
+    vol, gt = load_lucchi(args.data)
     stacks = {"thick": (vol[6::8], gt[6::8] > 0, 40.0), "block": (vol[140:165], gt[140:165] > 0, 5.0)}
     res = {"what": __doc__.split("\n\n")[0], "grid_nm": GRID, "model": model_ref(args.model), "cases": {}}
     for s, (img, truth, z) in stacks.items():

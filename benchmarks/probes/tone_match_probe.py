@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from _provenance import machine, model_ref, stamp, write_json  # noqa: E402
 from finetune_gain import PRESETS, degrade  # noqa: E402
-from train_default import DATA  # noqa: E402
+from train_default import DATA, load_lucchi  # noqa: E402
 
 QS = np.linspace(0.005, 0.995, 199)
 SMOOTH = 1.5
@@ -54,13 +54,10 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=HERE.parent / "results" / "tone_match_probe.json")
     args = ap.parse_args(argv)
 
-    import tifffile
-
     from napari_cellgen.metrics import foreground_iou
     from napari_cellgen.segment.pipeline import SegmentOptions, segment
 
-    vol = tifffile.imread(args.data / "training.tif")
-    gt = tifffile.imread(args.data / "training_groundtruth.tif")
+    vol, gt = load_lucchi(args.data)
     ref_q = np.mean([smoothed_quantiles(s) for s in vol[::10]], axis=0)
     sets = {}
     thick, thick_gt = vol[4::8], gt[4::8] > 0

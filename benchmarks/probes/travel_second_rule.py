@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from _provenance import machine, model_ref, stamp, write_json  # noqa: E402
 from finetune_gain import degrade  # noqa: E402
-from train_default import DATA  # noqa: E402
+from train_default import DATA, load_lucchi  # noqa: E402
 
 NEW = {
     "harsh": {"resample": 0.4, "blur_sigma_px": 1.5, "gamma": 1.5, "noise_sigma_grey": 20.0, "invert": False},
@@ -47,13 +47,10 @@ def main(argv=None):
     ap.add_argument("--shipped", default="mito-unet-travel")
     ap.add_argument("--out", type=Path, default=HERE.parent / "results" / "travel_second_rule.json")
     args = ap.parse_args(argv)
-    import tifffile
-
     from napari_cellgen.metrics import foreground_iou
     from napari_cellgen.segment.pipeline import SegmentOptions, segment
 
-    vol = tifffile.imread(args.data / "training.tif")
-    gt = tifffile.imread(args.data / "training_groundtruth.tif")
+    vol, gt = load_lucchi(args.data)
     sets = {"thick": (vol[2::8], gt[2::8] > 0, 40.0), "block": (vol[140:165], gt[140:165] > 0, 5.0)}
     cases = {"clean thick": (sets["thick"][0], sets["thick"][1], (40.0, 5.0, 5.0), (True,))}
     for s, (img, truth, z) in sets.items():
