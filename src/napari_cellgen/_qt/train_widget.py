@@ -243,6 +243,7 @@ class TrainWidget(GeneratorTraining, BioimageioExport, Container):
 
     # -- running ------------------------------------------------------------------
     def _job_args(self):
+        from ..io.stack import volume_pixel_size
         from ..train.data import DataError, check_pair, parse_slices
         from ..train.loop import (
             TrainConfig,
@@ -299,7 +300,7 @@ class TrainWidget(GeneratorTraining, BioimageioExport, Container):
                           val_every=max(1, int(self.steps.value) // 20),
                           synthetic_ratio=float(self.synthetic_ratio.value) if self._synthetic() else 0.0,
                           hard_prob=float(self.hard.value), mine_every=max(1, int(self.steps.value) // 5),
-                          precision=self.precision.value, pixel_size_nm=_zyx(images[0]) if init == "scratch" else None,
+                          precision=self.precision.value, pixel_size_nm=volume_pixel_size(pixel_size_of(images[0])),
                           notes={"base_model": info["name"], "layers": [lyr.name for lyr in labels]})
         return pairs, default_run_dir(name), cfg
 
@@ -434,9 +435,3 @@ class TrainWidget(GeneratorTraining, BioimageioExport, Container):
                   self.keep_vae, self.fresh_denoiser):
             w.enabled = not running  # what a run was started with stays on screen as it was
         self.stop_btn.enabled = running
-
-
-def _zyx(layer) -> tuple[float, float, float] | None:
-    """An image layer's voxel size (z, y, x) in nm, for a model trained from scratch on it (else None)."""
-    ps = pixel_size_of(layer)
-    return tuple(float(v) for v in ps) if ps is not None and len(ps) == 3 else None

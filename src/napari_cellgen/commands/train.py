@@ -93,19 +93,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _read(path: str, opt: str, with_meta: bool = False):
+def _read(path: str, opt: str):
+    """``(data, meta)`` of an input stack, with the command's one-line errors."""
     from .._paths import read_input
 
-    data, meta = read_input(path, "train", opt)
-    return (data, meta) if with_meta else data
-
-
-def _zyx_pixel_size(meta) -> tuple[float, float, float] | None:
-    """The file's voxel size (z, y, x) in nm, or None when it gives none or only a 2D one."""
-    from ..io.stack import stored_pixel_size
-
-    ps = stored_pixel_size(meta)
-    return tuple(ps) if ps is not None and len(ps) == 3 else None
+    return read_input(path, "train", opt)
 
 
 def build_config(args):
@@ -169,6 +161,7 @@ def run(args) -> int:
     from .._paths import check_input, check_outputs
     from .._progress import run as drive
     from .._progress import tqdm_callback
+    from ..io.stack import stored_pixel_size, volume_pixel_size
     from ..models.store import check_register_name, looks_like_path
     from ..segment.predict import pick_device
     from ..train.checkpoint import check_training_state
@@ -196,9 +189,9 @@ def run(args) -> int:
         check_training_state(out / "last")  # complete, one step, checksums match
     pairs = []
     for k, (img_path, mask_path) in enumerate(zip(args.images, args.masks, strict=False)):
-        (image, meta), mask = _read(img_path, "--images", with_meta=True), _read(mask_path, "--masks")
-        if k == 0 and cfg.init in ("scratch", "", None) and cfg.pixel_size_nm is None:
-            cfg.pixel_size_nm = _zyx_pixel_size(meta)  # so segment can rescale other data to it
+        (image, meta), (mask, _) = _read(img_path, "--images"), _read(mask_path, "--masks")
+        if k == 0:  # the first stack's voxel size, for a model trained from scratch (train.loop._init_model)
+            cfg.pixel_size_nm = volume_pixel_size(stored_pixel_size(meta))
         if tuple(image.shape) != tuple(mask.shape):
             raise ValueError(f"{img_path} has shape {tuple(image.shape)} but {mask_path} has "
                              f"{tuple(mask.shape)}: image and mask must be pixel-aligned stacks of one shape")

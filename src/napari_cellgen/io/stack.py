@@ -81,6 +81,11 @@ def stored_pixel_size(meta: dict | None) -> tuple[float, ...] | None:
     return tuple(float(v) for v in ps) if ps else None
 
 
+def volume_pixel_size(ps) -> tuple[float, float, float] | None:
+    """``ps`` (nm) as a (z, y, x) voxel size, or None when it is missing or only 2D (no z to record)."""
+    return tuple(float(v) for v in ps) if ps is not None and len(ps) == 3 else None
+
+
 def read_stack(path: str | os.PathLike, *, memory_limit: int | None = None) -> tuple[Any, dict]:
     """Open an EM stack: ``(array_like, meta)``.
 

@@ -100,9 +100,10 @@ class TrainConfig:
         number(self.anchor_share, "anchor share", lo=0, hi=1, hi_open=True)
         number(self.edge_weight, "edge weight", lo=0, hi=1000)
         if self.pixel_size_nm is not None:
-            ps = tuple(self.pixel_size_nm)
-            if len(ps) != 3 or not all(isinstance(v, (int, float)) and 0 < v < 1e6 for v in ps):
-                raise ValueError(f"the pixel size must be three positive numbers (z, y, x in nm), got {ps}")
+            if len(self.pixel_size_nm) != 3:
+                raise ValueError(f"the pixel size must be three numbers (z, y, x in nm), got {self.pixel_size_nm}")
+            for v in self.pixel_size_nm:
+                number(v, "pixel size (nm)", lo=0, hi=1e6, lo_open=True, hi_open=True)
         choice(self.dice, "dice", DICE_MODES)
         choice(self.select, "select", ("auto", "best", "last"))
         choice(self.precision, "--precision", TRAIN_PRECISIONS)
