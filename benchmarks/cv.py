@@ -36,7 +36,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _provenance import model_ref, stamp, write_json  # noqa: E402
-from train_default import DATA, spans  # noqa: E402
+from train_default import DATA, load_lucchi, spans  # noqa: E402
 
 
 def folds(n: int, k: int) -> list[list[int]]:
@@ -82,10 +82,7 @@ def main(argv=None):
         raise SystemExit("the recipe may not set --train-slices, --val-slices, --out, --final, --device, --threads "
                          "or --data: cv.py does")
 
-    import tifffile
-
-    img = tifffile.imread(args.data / "training.tif")
-    gt = tifffile.imread(args.data / "training_groundtruth.tif")
+    img, gt = load_lucchi(args.data)
     n = img.shape[0]
     out = args.out or HERE / "results" / f"cv_{args.name}.json"
     res = json.loads(out.read_text()) if (args.resume and out.is_file()) else {

@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _provenance import machine, model_ref, stamp, write_json  # noqa: E402
 from finetune_gain import PRESETS, degrade  # noqa: E402
-from train_default import DATA  # noqa: E402
+from train_default import DATA, load_lucchi  # noqa: E402
 
 MODELS = ("mito-unet", "mito-unet-travel")
 
@@ -40,13 +40,10 @@ def main(argv=None):
     ap.add_argument("--models", nargs="+", default=list(MODELS), help="names or model folders")
     args = ap.parse_args(argv)
 
-    import tifffile
-
     from napari_cellgen.metrics import foreground_iou
     from napari_cellgen.segment.pipeline import SegmentOptions, segment
 
-    vol = tifffile.imread(args.data / "training.tif")
-    gt = tifffile.imread(args.data / "training_groundtruth.tif")
+    vol, gt = load_lucchi(args.data)
     start = args.every // 2
     img, truth = vol[start::args.every], gt[start::args.every] > 0
     z_nm = 5.0 * args.every

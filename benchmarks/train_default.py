@@ -112,8 +112,7 @@ def main(argv=None):
                     help="also write the last (EMA) weights, chosen by no validation, as a model folder here")
     args = ap.parse_args(argv)
 
-    img = tifffile.imread(args.data / "training.tif")
-    gt = tifffile.imread(args.data / "training_groundtruth.tif")
+    img, gt = load_lucchi(args.data)
     n = img.shape[0]
     val = list(range(n - args.n_val, n))
     train = list(range(0, args.n_train or (n - args.n_val)))
@@ -132,7 +131,7 @@ def main(argv=None):
         # --context: the network's own from scratch; from --init, its parent's widened to it
         context=(args.context or 1) if scratch else 1, recontext=None if scratch else args.context,
         val_fraction=0.0, select="last" if not val else "auto", threads=args.threads,
-        pixel_size_nm=(5.0, 5.0, 5.0) if scratch else None,  # Lucchi's voxels (the data README)
+        pixel_size_nm=(5.0, 5.0, 5.0),  # Lucchi's voxels (the data README); a card gets it when from scratch
         notes={"data": "EPFL/Lucchi training volume", "train_slices_list": spans(train),
                "val_slices_list": spans(val) or "none", "device": device_name(args.device)},
     )
