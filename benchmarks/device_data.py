@@ -9,6 +9,13 @@ byte for byte (the sha256 of the arrays is checked)::
     python3 benchmarks/device_data.py unpack .cvdata/a --partial --out /tmp/part     # slices 0-82 only
 
 Only the standard library, numpy and tifffile are needed on the other side.
+
+A generator run needs fewer slices (neighbouring slices are 5 nm apart): ``pack-subset`` writes one
+part of chosen slices and ``unpack-subset`` rebuilds them as a smaller volume with ``slices.json``
+naming the Lucchi slice of each page (``benchmarks/train_generator.py`` records it)::
+
+    python benchmarks/device_data.py pack-subset --slices 0-114:2,115-139:4 --out .gendata
+    python3 benchmarks/device_data.py unpack-subset .gendata --out /tmp/gen
 """
 
 from __future__ import annotations
@@ -69,6 +76,43 @@ def unpack(dirs: list[Path], out: Path, partial: bool = False) -> None:
     print("rebuilt", out, img.shape)
 
 
+def subset_slices(spec: str) -> list[int]:
+    """'0-114:2,115-139:4' -> every 2nd slice of 0-114, then every 4th of 115-139."""
+    out: list[int] = []
+    for part in spec.split(","):
+        rng, _, step = part.partition(":")
+        a, _, b = rng.partition("-")
+        out += list(range(int(a), int(b or a) + 1, int(step or 1)))
+    return sorted(set(out))
+
+
+def pack_subset(data: Path, out: Path, spec: str) -> None:
+    zs = subset_slices(spec)
+    img = tifffile.imread(data / FILES[0])[zs]
+    gt = tifffile.imread(data / FILES[1])[zs]
+    out.mkdir(parents=True, exist_ok=True)
+    for name, a in (("img.xz", img), ("gt.xz", gt)):
+        (out / name).write_bytes(lzma.compress(np.ascontiguousarray(a).tobytes(), preset=6))
+    meta = {"slices": zs, "spec": spec, "shape": list(img.shape), "dtype": str(img.dtype),
+            "sha256_img": hashlib.sha256(img.tobytes()).hexdigest(), "sha256_gt": hashlib.sha256(gt.tobytes()).hexdigest()}
+    (out / "meta.json").write_text(json.dumps(meta))
+    print(out, len(zs), "slices", sum(f.stat().st_size for f in out.iterdir()) / 1e6, "MB")
+
+
+def unpack_subset(src: Path, out: Path) -> None:
+    meta = json.loads((src / "meta.json").read_text())
+    shape, dtype = meta["shape"], np.dtype(meta["dtype"])
+    arrays = [np.frombuffer(lzma.decompress((src / f).read_bytes()), dtype).reshape(shape) for f in ("img.xz", "gt.xz")]
+    for a, key in zip(arrays, ("sha256_img", "sha256_gt"), strict=True):
+        if hashlib.sha256(a.tobytes()).hexdigest() != meta[key]:
+            raise SystemExit(f"{src}: the data do not match their {key}")
+    out.mkdir(parents=True, exist_ok=True)
+    for a, name in zip(arrays, FILES, strict=True):
+        tifffile.imwrite(out / name, a)
+    (out / "slices.json").write_text(json.dumps({"slices": meta["slices"], "spec": meta["spec"]}))
+    print("rebuilt", out, tuple(shape))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -80,9 +124,20 @@ def main(argv=None):
     u.add_argument("dirs", type=Path, nargs="+")
     u.add_argument("--out", type=Path, required=True)
     u.add_argument("--partial", action="store_true", help="write the first slices that came (smoke tests)")
+    ps = sub.add_parser("pack-subset")
+    ps.add_argument("--data", type=Path, default=DATA)
+    ps.add_argument("--slices", required=True, help="e.g. 0-114:2,115-139:4 (range:step, comma-separated)")
+    ps.add_argument("--out", type=Path, default=Path(".gendata"))
+    us = sub.add_parser("unpack-subset")
+    us.add_argument("src", type=Path)
+    us.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     if args.cmd == "pack":
         pack(args.data, args.out, args.parts)
+    elif args.cmd == "pack-subset":
+        pack_subset(args.data, args.out, args.slices)
+    elif args.cmd == "unpack-subset":
+        unpack_subset(args.src, args.out)
     else:
         unpack(args.dirs, args.out, args.partial)
 

@@ -24,6 +24,7 @@ from _provenance import generator_ref, stamp, write_json  # run as a script: ben
 
 from napari_cellgen._progress import run
 from napari_cellgen.generate.train import GeneratorConfig, train_generator
+from napari_cellgen.train.data import parse_slices
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data" / "lucchi"
@@ -61,14 +62,26 @@ def main(argv=None):
     ap.add_argument("--val-every", type=int, default=250)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--adv-start", type=float, default=0.5, help="fraction of the VAE run before the adversarial loss")
+    ap.add_argument("--vae-lr", type=float, default=1e-3)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (a lent GPU machine: benchmarks/device_generator.sh)")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    ap.add_argument("--train-slices", default=None, help="slices of the file that train, e.g. 0-57 (default: all "
+                    "but the last --n-val)")
+    ap.add_argument("--val-slices", default=None, help="held-out slices of the file (default: the last --n-val)")
+    ap.add_argument("--name", default="mito-gen")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "generator_train.json")
     args = ap.parse_args(argv)
 
     images = tifffile.imread(args.data / "training.tif")
     masks = tifffile.imread(args.data / "training_groundtruth.tif")
     n = images.shape[0]
-    val = list(range(n - args.n_val, n))
-    train = list(range(0, args.n_train or (n - args.n_val)))
+    val = parse_slices(args.val_slices, n) if args.val_slices else list(range(n - args.n_val, n))
+    train = (parse_slices(args.train_slices, n) if args.train_slices
+             else list(range(0, args.n_train or (n - args.n_val))))
+    # a subset packed by device_data.py pack-subset names the Lucchi slice of each page
+    origin = json.loads((args.data / "slices.json").read_text()) if (args.data / "slices.json").is_file() else None
+    lucchi = (lambda zs: [origin["slices"][z] for z in zs]) if origin else (lambda zs: zs)
     cfg = GeneratorConfig(
         vae_steps=args.vae_steps,
         vae_minutes=args.vae_minutes,
@@ -76,6 +89,9 @@ def main(argv=None):
         vae_patch=args.vae_patch,
         vae_channels=args.vae_channels,
         adv_weight=args.adv_weight,
+        adv_start=args.adv_start,
+        vae_lr=args.vae_lr,
+        precision=args.precision,
         latent_variants=args.latent_variants,
         diffusion_steps=args.diffusion_steps,
         diffusion_minutes=args.diffusion_minutes,
@@ -87,11 +103,13 @@ def main(argv=None):
         val_every=args.val_every,
         threads=args.threads,
         seed=args.seed,
-        name="mito-gen",
+        name=args.name,
         notes={
-            "data": "EPFL/Lucchi training volume",
+            "data": "EPFL/Lucchi training volume" + (" (a subset of its slices: lucchi_slices)" if origin else ""),
             "train_slices_list": f"{train[0]}-{train[-1]}",
             "val_slices_list": f"{val[0]}-{val[-1]}",
+            **({"lucchi_slices": {"train": lucchi(train), "val": lucchi(val)}} if origin else {}),
+            "device": args.device,
             "command": " ".join(sys.argv),
         },
     )
@@ -113,7 +131,8 @@ def main(argv=None):
 
     res = run(
         train_generator(
-            images, masks, args.out, cfg, slices=train, val_slices=val, image_slices=train, val_masks=False
+            images, masks, args.out, cfg, slices=train, val_slices=val, image_slices=train, val_masks=False,
+            device=args.device,
         ),
         cb,
     )

@@ -44,7 +44,7 @@ def vae_metrics(vae, tiles) -> dict:
     vae.eval()
     with torch.inference_mode():
         x = torch.from_numpy(tiles)
-        rec = torch.cat([vae.decode(vae.encode(x[i : i + 8]).mean).clamp(-1, 1) for i in range(0, len(x), 8)])
+        rec = _reconstruct(vae, x).clamp(-1, 1)
         mse = float(((rec - x) ** 2).mean())
         out = {
             "psnr": 10 * math.log10(4.0 / max(mse, 1e-12)),
@@ -55,24 +55,51 @@ def vae_metrics(vae, tiles) -> dict:
     return out
 
 
-def estimate_noise_std(vae, tiles) -> float:
-    """Pixel noise the VAE does not reproduce: robust (MAD) std of the reconstruction residual.
+def _reconstruct(vae, x):
+    """Posterior-mean reconstructions of CPU tiles ``x`` (N, 1, H, W), on the VAE's device; CPU out."""
+    import torch
 
-    Uses neighbouring-pixel differences of the residual (variance 2 sigma^2 for white noise), so
-    structure left in the residual barely counts. Sampling can add this noise back
-    (the VAE's Gaussian observation model), which real EM has and a mean decoder lacks.
+    dev = next(vae.parameters()).device
+    return torch.cat([vae.decode(vae.encode(x[i : i + 8].to(dev)).mean).float().cpu() for i in range(0, len(x), 8)])
+
+
+def _fine_std(a) -> float:
+    """Robust std of white noise in (N, H, W) images: MAD of neighbouring-pixel differences / sqrt 2."""
+    import torch
+
+    d = torch.cat([(a[:, :, 1:] - a[:, :, :-1]).flatten(), (a[:, 1:, :] - a[:, :-1, :]).flatten()])
+    return float(d.abs().median()) / 0.6745 / math.sqrt(2)
+
+
+def estimate_noise_std(vae, tiles) -> float:
+    """Pixel noise to add to decoded images so their finest detail matches real EM.
+
+    The robust (MAD) std of neighbouring-pixel differences, a white-noise measure that edges barely
+    move, is taken of the real tiles and of their reconstructions; the added noise makes up the
+    difference in variance (``sqrt(real^2 - rec^2)``). A mean decoder (L1 only) reproduces almost no
+    fine texture, so this is close to the residual's noise; a decoder trained with the adversarial
+    loss draws some texture itself and gets less noise on top. Sampling adds it (the VAE's Gaussian
+    observation model).
     """
     import torch
 
     vae.eval()
     with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(tiles, np.float32))
-        rec = torch.cat([vae.decode(vae.encode(x[i : i + 8]).mean) for i in range(0, len(x), 8)])
-        r = (x - rec)[:, 0]
-        d = torch.cat([(r[:, :, 1:] - r[:, :, :-1]).flatten(), (r[:, 1:, :] - r[:, :-1, :]).flatten()])
-        sigma = float(d.abs().median()) / 0.6745 / math.sqrt(2)
+        rec = _reconstruct(vae, x)
+        real, dec = _fine_std(x[:, 0]), _fine_std(rec[:, 0])
+        sigma = math.sqrt(max(0.0, real**2 - dec**2))
     vae.train()
     return sigma
+
+
+def _adaptive_weight(loss_rec, loss_adv, last_weight) -> float:
+    """VQGAN's balance: |grad of the reconstruction loss| / |grad of the adversarial loss| at the last layer."""
+    import torch
+
+    g_rec = torch.autograd.grad(loss_rec, last_weight, retain_graph=True)[0]
+    g_adv = torch.autograd.grad(loss_adv, last_weight, retain_graph=True)[0]
+    return float((g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0.0, 1e4))
 
 
 def train_vae(
@@ -101,7 +128,7 @@ def train_vae(
         disc = PatchDiscriminator().to(device)
         dopt = torch.optim.AdamW(disc.parameters(), lr=cfg.vae_lr * 0.5, betas=(0.5, 0.9))
     rng = np.random.default_rng(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator(device=torch.device(device)).manual_seed(cfg.seed)  # the posterior noise's device
     patch = min(cfg.vae_patch, *vol[train_z[0]].shape) // vae.divisor * vae.divisor
     t0 = time.perf_counter()
     step, history, metrics = 0, [], {}
@@ -143,11 +170,17 @@ def train_vae(
                 loss = loss + cfg.ssim_weight * (1 - ssim(rec, x))
             if cfg.grad_weight:
                 loss = loss + cfg.grad_weight * gradient_l1(rec, x)
-            use_adv = disc is not None and step >= cfg.adv_start * cfg.vae_steps
+            # the adversarial loss joins after adv_start of the run (of the steps or of the time budget)
+            use_adv = disc is not None and (
+                step >= cfg.adv_start * cfg.vae_steps
+                or bool(cfg.vae_minutes) and time.perf_counter() - t0 >= cfg.adv_start * 60 * cfg.vae_minutes
+            )
             if use_adv:
                 with autocast(torch, cfg.precision, device):
                     fake = disc(rec)
-                loss = loss - cfg.adv_weight * fake.float().mean()
+                g_loss = -fake.float().mean()
+                lam = _adaptive_weight(loss, g_loss, vae.decoder[-1].weight)
+                loss = loss + cfg.adv_weight * lam * g_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -160,6 +193,7 @@ def train_vae(
                 d_loss.backward()
                 dopt.step()
                 info["d_loss"] = float(d_loss.detach())
+                info["adv_lambda"] = lam
             step += 1
             if step % cfg.val_every == 0 and val_tiles is not None:
                 metrics = vae_metrics(vae, val_tiles)
