@@ -94,7 +94,8 @@ def pack_subset(data: Path, out: Path, spec: str) -> None:
     for name, a in (("img.xz", img), ("gt.xz", gt)):
         (out / name).write_bytes(lzma.compress(np.ascontiguousarray(a).tobytes(), preset=6))
     meta = {"slices": zs, "spec": spec, "shape": list(img.shape), "dtype": str(img.dtype),
-            "sha256_img": hashlib.sha256(img.tobytes()).hexdigest(), "sha256_gt": hashlib.sha256(gt.tobytes()).hexdigest()}
+            "sha256_img": hashlib.sha256(img.tobytes()).hexdigest(),
+            "sha256_gt": hashlib.sha256(gt.tobytes()).hexdigest()}
     (out / "meta.json").write_text(json.dumps(meta))
     print(out, len(zs), "slices", sum(f.stat().st_size for f in out.iterdir()) / 1e6, "MB")
 
