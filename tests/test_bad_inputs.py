@@ -244,8 +244,8 @@ CASES = [
     _case("sample-generator-unknown", [*SAMPLE, "--generator", "nope"]),
     _case("sample-generator-missing-path", [*SAMPLE, "--generator", "{w}/nogen"]),
     *[_case(f"sample-{c}", [*SAMPLE, "--generator", "{w}/gen"], c) for c in (
-        "gden-tile=0", "gden-tile=30", "gvae-latent_scale=NaN", "gvae-noise_std=-1", "gden-scale=0",
-        "gen-no-denoiser", "gen-json", "gen-sha")],
+        "gden-tile=0", "gden-tile=30", "gvae-latent_scale=NaN", "gvae-noise_std=-1", "gvae-grey_range=[200,100]",
+        "gden-scale=0", "gen-no-denoiser", "gen-json", "gen-sha")],
     _case("sample-o-is-masks", ["sample", "-o", "{w}/m32.tif", "--masks", "{w}/m32.tif", "--generator", "tinygen"]),
     _case("sample-o-is-folder", ["sample", "-o", "{w}/emptydir", "--generator", "tinygen"]),
     _case("sample-o-missing-folder", ["sample", "-o", "{w}/nodir/gen.tif", "--generator", "tinygen"]),

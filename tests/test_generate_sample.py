@@ -141,3 +141,22 @@ def test_pixel_noise_is_seeded_and_batch_independent(gen):
     assert not np.array_equal(a.images, clean.images)
     with pytest.raises(ValueError, match="pixel_noise"):
         sample_sync(gen, m, steps=1, pixel_noise=-1)
+
+
+def test_generated_images_have_the_training_images_grey_levels(gen):
+    """[-1, 1] stands for each training slice's 1-99 % grey levels; generated images map back to the
+    training images' (median) levels, the VAE card's grey_range, instead of being stretched to 0-255."""
+    import dataclasses
+
+    images, _ = disks()
+    lo, hi = gen.vae_card["grey_range"]
+    expect = np.median([np.percentile(s, (1, 99)) for s in images[:4]], axis=0)  # slice 4 validates
+    assert (lo, hi) == pytest.approx(tuple(expect))
+    assert 0 < lo < hi < 255
+    m = _masks()
+    a = sample_sync(gen, m, steps=3, seed=1, pixel_noise=0).images
+    assert a.min() >= round(lo) and a.max() <= round(hi)
+    stretched = dataclasses.replace(gen, vae_card={k: v for k, v in gen.vae_card.items() if k != "grey_range"})
+    b = sample_sync(stretched, m, steps=3, seed=1, pixel_noise=0).images  # old cards: -1 -> 0, 1 -> 255
+    assert np.abs(a - (lo + b / 255.0 * (hi - lo))).max() <= 1.0
+    assert b.max() - b.min() > a.max() - a.min()

@@ -261,3 +261,66 @@ def test_bf16_generator_training_learns_as_fp32_does(tmp_path):
     assert {q.dtype for q in gen.vae.parameters()} == {q.dtype for q in gen.denoiser.parameters()} == {torch.float32}
     with pytest.raises(ValueError, match="precision"):
         tiny_config(precision="fp16").validate()
+
+
+class _FakeVAE:
+    """encode -> identity posterior; decode -> ``fn`` of the latent: a stand-in decoder of known detail."""
+
+    def __init__(self, fn):
+        import torch
+
+        self.fn, self.p = fn, torch.nn.Parameter(torch.zeros(1))
+
+    def parameters(self):
+        return iter([self.p])
+
+    def encode(self, x):
+        return type("Post", (), {"mean": x})()
+
+    def decode(self, z):
+        return self.fn(z)
+
+    def eval(self):
+        return self
+
+    def train(self):
+        return self
+
+
+def test_added_pixel_noise_makes_up_the_fine_detail_the_decoder_lacks():
+    """noise_std = sqrt(real^2 - decoded^2) of the white-noise measure: a decoder that draws the noise
+    itself gets none added; one that draws none gets the images' own noise; half of it, the rest."""
+    import torch
+
+    from napari_cellgen.generate.train_vae import estimate_noise_std
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :64]
+    smooth = 0.5 * np.sin(xx / 9.0) * np.cos(yy / 13.0)
+    noise = rng.normal(0, 0.1, (12, 1, 64, 64))
+    tiles = (smooth + noise).astype(np.float32)
+    smooth_t = torch.from_numpy(np.broadcast_to(smooth, tiles.shape).astype(np.float32))
+
+    def part(k):  # the smooth image plus a fraction k of the noise of the tiles it is given
+        return lambda z: smooth_t[: len(z)] + k * (z - smooth_t[: len(z)])
+
+    assert estimate_noise_std(_FakeVAE(part(1.0)), tiles) == pytest.approx(0.0, abs=1e-6)
+    assert estimate_noise_std(_FakeVAE(part(0.0)), tiles) == pytest.approx(0.1, rel=0.05)
+    assert estimate_noise_std(_FakeVAE(part(0.6)), tiles) == pytest.approx(0.08, rel=0.05)
+
+
+def test_adversarial_loss_joins_after_its_share_of_a_time_budget(tmp_path):
+    """With a time budget (step bound far away) the PatchGAN loss still starts at adv_start of the time,
+    weighted adaptively (VQGAN): a finite positive balance is reported with the discriminator's loss."""
+    from napari_cellgen.generate.config import GeneratorConfig
+    from napari_cellgen.generate.train_vae import train_vae
+
+    rng = np.random.default_rng(0)
+    vol = {z: rng.uniform(-1, 1, (64, 64)).astype(np.float32) for z in range(3)}
+    cfg = GeneratorConfig(vae_steps=10**6, vae_minutes=0.02, vae_batch=2, vae_patch=32, adv_weight=0.5,
+                          adv_start=0.5, val_every=10**6, warmup=1)
+    infos = [p.info for p in train_vae(vol, [0, 1, 2], None, tmp_path / "v", cfg)]
+    adv = [i for i in infos if "adv_lambda" in i]
+    assert infos[0].keys().isdisjoint({"adv_lambda", "d_loss"})  # not from the start
+    assert adv and len(adv) < len(infos)
+    assert all(0 < i["adv_lambda"] < 1e4 and np.isfinite(i["d_loss"]) for i in adv)

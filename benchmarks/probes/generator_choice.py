@@ -33,7 +33,8 @@ The same rule is applied again to A2, B2 and shipped2, on the same block; this p
 ships. mito-gen's own card gets ``grey_range`` if shipped2 scores lower than shipped did.
 
     python benchmarks/probes/generator_choice.py --candidates A2=runs/gpu_gen/A2 B2=runs/gpu_gen/B2 \
-        --shipped shipped2=runs/gpu_gen/shipped2 --realism runs/choice --out benchmarks/results/generator_choice_grey.json
+        --shipped shipped2=runs/gpu_gen/shipped2 --realism runs/choice \
+        --out benchmarks/results/generator_choice_grey.json
 """
 
 from __future__ import annotations

@@ -119,10 +119,16 @@ def add_pixel_noise(x, sigma: float, seed: int, first: int):
     return out.clamp(-1, 1)
 
 
-def to_uint8(x) -> np.ndarray:
-    """[-1, 1] tensor (B, 1, H, W) -> uint8 (B, H, W)."""
+def to_uint8(x, grey_range=None) -> np.ndarray:
+    """[-1, 1] tensor (B, 1, H, W) -> uint8 (B, H, W).
+
+    ``grey_range`` (lo, hi): the grey levels that [-1, 1] stood for in the training images (their 1st
+    and 99th percentiles, the VAE card's ``grey_range``), so generated images get the real data's
+    contrast back instead of being stretched over 0-255. None: -1 -> 0, 1 -> 255.
+    """
     arr = x[:, 0].float().cpu().numpy()
-    return np.round((arr + 1) * 127.5).clip(0, 255).astype(np.uint8)
+    lo, hi = (0.0, 255.0) if grey_range is None else (float(grey_range[0]), float(grey_range[1]))
+    return np.round(lo + (arr + 1) * (0.5 * (hi - lo))).clip(0, 255).astype(np.uint8)
 
 
 def sample(
@@ -239,7 +245,8 @@ def sample(
             done += 1
             yield Progress(done, total, "sample")
         with torch.inference_mode():
-            out[sl] = to_uint8(add_pixel_noise(decode_latents(gen, z), sigma, seed, idx.start))
+            out[sl] = to_uint8(add_pixel_noise(decode_latents(gen, z), sigma, seed, idx.start),
+                               gen.vae_card.get("grey_range"))
         done += 1
         yield Progress(done, total, "sample")
     if crop_to is not None:

@@ -18,6 +18,7 @@ Everything loads offline from the files alone; nothing is unpickled. Bundled gen
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,13 @@ def validate_generator_cards(vcard: dict, dcard: dict, divisor: int, where: Path
         _check_number(vcard, key, vpath, positive=True)
     _check_number(vcard, "latent_shift", vpath)
     _check_number(vcard, "noise_std", vpath, lo=0)
+    if "grey_range" in vcard:
+        g = vcard["grey_range"]
+        ok = isinstance(g, list | tuple) and len(g) == 2 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in g)
+        if not ok or not 0 <= g[0] < g[1] <= 255:
+            raise GeneratorError(f"{vpath}: grey_range must be two grey levels 0 <= low < high <= 255, got {g!r}; "
+                                 "restore it or train the generator again.")
     for card, path in ((vcard, vpath), (dcard, dpath)):
         _check_number(card, "tile", path, positive=True, integer=True)
         _check_number(card, "scale", path, positive=True)

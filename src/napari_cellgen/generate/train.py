@@ -40,8 +40,8 @@ from .train_denoiser import LatentBatches, encode_latents, train_denoiser
 from .train_vae import estimate_noise_std, train_vae, vae_card, vae_metrics
 
 __all__ = ["VARIANTS", "GeneratorConfig", "GeneratorDataError", "LatentBatches", "default_val_slices", "dihedral",
-           "encode_latents", "estimate_noise_std", "prepare_slice", "train_denoiser", "train_generator",
-           "train_generator_job", "train_vae", "vae_metrics"]
+           "encode_latents", "estimate_noise_std", "prepare_slice", "slice_grey_levels", "train_denoiser",
+           "train_generator", "train_generator_job", "train_vae", "training_grey_range", "vae_metrics"]
 
 def _check_inputs(images, masks):
     shape = tuple(getattr(images, "shape", ()))
@@ -61,6 +61,25 @@ def default_val_slices(n: int, fraction: float = 0.15) -> list[int]:
         return []
     k = max(1, int(round(n * fraction)))
     return list(range(n - k, n))
+
+
+def slice_grey_levels(raw) -> tuple[float, float] | None:
+    """The 1st and 99th percentiles of an 8-bit slice (what ``prepare_slice`` maps to -1 and 1); else None."""
+    raw = np.asarray(raw)
+    return tuple(float(v) for v in np.percentile(raw, (1.0, 99.0))) if raw.dtype == np.uint8 else None
+
+
+def training_grey_range(levels) -> list[float] | None:
+    """The grey levels that [-1, 1] stands for: the median of the slices' :func:`slice_grey_levels`.
+
+    ``to_uint8`` maps generated images back through it (the VAE card's ``grey_range``), so they get
+    the training images' contrast. None when no slice was 8-bit.
+    """
+    p = [v for v in levels if v is not None]
+    if not p:
+        return None
+    lo, hi = (float(v) for v in np.median(p, axis=0))
+    return [lo, hi] if lo < hi else None
 
 
 def train_generator(
@@ -152,7 +171,13 @@ def train_generator(
         use_val_masks = False
 
     yield Progress(0, 1, "prepare")
-    vol = {z: prepare_slice(img(z), cfg.scale) for z in sorted(set(img_z) | set(val_z))}
+    vol, grey = {}, []
+    for z in sorted(set(img_z) | set(val_z)):
+        raw = np.asarray(img(z))
+        vol[z] = prepare_slice(raw, cfg.scale)
+        if z in img_z:
+            grey.append(slice_grey_levels(raw))
+    grey_range = training_grey_range(grey)
     # the only place masks are read: the allowed slices (+ validation slices when permitted)
     mask_of = {z: _prepare_mask(masks if is2d else masks[z], cfg.scale) for z in allowed}
     val_mask_of = {z: _prepare_mask(masks if is2d else masks[z], cfg.scale) for z in val_z} if use_val_masks else {}
@@ -199,7 +224,7 @@ def train_generator(
     else:
         vae_extra = {
             k: init_gen.vae_card[k]
-            for k in ("latent_shift", "latent_scale", "noise_std", "metrics", "training")
+            for k in ("latent_shift", "latent_scale", "noise_std", "grey_range", "metrics", "training")
             if k in init_gen.vae_card
         }
         vae_extra["parent"] = str(init_gen.path)
@@ -227,6 +252,9 @@ def train_generator(
             "latent_shift": shift,
             "latent_scale": scale,
             "noise_std": vae_extra.get("noise_std", estimate_noise_std(vae, val_tiles)),
+            # [-1, 1] is each slice's 1-99 % range, so the grey levels are this run's images' (a kept VAE's
+            # parent's only when these images are not 8-bit)
+            **({"grey_range": g} if (g := grey_range or vae_extra.get("grey_range")) is not None else {}),
             "metrics": metrics,
             "training": vae_extra.get("training") or _read_training(out_dir / "vae"),
             **({"parent": vae_extra["parent"]} if "parent" in vae_extra else {}),
