@@ -2,7 +2,9 @@
 
     python benchmarks/realism.py [--generator mito-gen] [--n 96] [--n-control 256] [--minutes 9]
 
-Tiles (256x256, uint8 in the generator's grey scale, i.e. each slice normalised 1-99 % on its own):
+Tiles (256x256, uint8; real tiles as in the file with ``--real raw``, the default since 2026-12-04 and
+what an independent check compares; ``--real normalized`` stretches each slice's 1-99 % range to
+0-255, the generator's internal scale, as the measure did before):
 - R1: real tiles at random places of the slices the generator never trained on (read from its
   card: the validation slices, minus any image or mask slice it learnt from);
 - G: the images the generator makes from the masks of the first ``--n`` tiles of R1
@@ -66,9 +68,13 @@ def positions(zs, n, shape, seed):
             for _ in range(n)]
 
 
-def real_tiles(images, pos):
+def real_tiles(images, pos, mode: str = "raw"):
+    """Real tiles as the user has them ("raw"), or each slice's 1-99 % range stretched to 0-255
+    ("normalized": the generator's internal scale, what this measure used before 2026-12-04)."""
     from napari_cellgen.generate.config import prepare_slice
 
+    if mode == "raw":
+        return np.stack([np.asarray(images[z, y : y + TILE, x : x + TILE], np.uint8) for z, y, x in pos])
     norm = {}
     out = []
     for z, y, x in pos:
@@ -167,6 +173,9 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=4, help="tiles sampled together")
     ap.add_argument("--minutes", type=float, default=9.0, help="stop after this (all done is cached); rerun to go on")
     ap.add_argument("--cache", type=Path, default=Path("runs") / "realism", help="folder of cached work")
+    ap.add_argument("--real", choices=("raw", "normalized"), default="raw",
+                    help="real tiles as in the file (raw, what a user and the independent check compare) or each "
+                         "slice stretched 1-99 %% to 0-255 (normalized, the measure before 2026-12-04)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "realism.json")
     args = ap.parse_args(argv)
     if args.n_control < args.n:
@@ -209,7 +218,7 @@ def _main(args, argv, budget):
     key = {"weights": wkey, "steps": args.steps, "guidance": args.guidance, "seed": args.seed, "batch": args.batch}
     g, sample_s = generated_tiles(gen, m1, p1[:n], key, args.cache / "generated.npz", budget, args.batch)
 
-    r1, r2, r3 = real_tiles(images, p1), real_tiles(images, p2), real_tiles(images, p3)
+    r1, r2, r3 = (real_tiles(images, p, args.real) for p in (p1, p2, p3))
     blur = np.stack([np.round(ndi.gaussian_filter(t.astype(np.float64), 1.0, mode="reflect")) for t in r2])
     blur = blur.clip(0, 255).astype(np.uint8)
     c1, gr1 = crop_tiles(r1, CROP)
@@ -246,6 +255,7 @@ def _main(args, argv, budget):
         "block_control_slices": block,
         "n_generated_tiles": n,
         "n_control_tiles_per_set": nc,
+        "real_tiles": args.real,
         "tile": TILE,
         "crop": CROP,
         "sampling": {"steps": args.steps, "guidance": args.guidance, "sampler": "dpm++",
@@ -262,6 +272,8 @@ def _main(args, argv, budget):
     for name, (a, ga, b, gb) in {**runs, **std_runs}.items():
         ckey = {"weights": wkey if "generated" in name else None, "n": n, "n_control": nc, **kw,
                 "sampling": key, "held": held, "data": str(args.data)}
+        if args.real != "normalized":  # the key of results cached before --real existed stays valid
+            ckey["real"] = args.real
         if name in std_runs:
             ckey["standardize"] = True
         res[name] = cached_c2st(name, ckey, args.cache, budget, a, b, ga, gb, **kw, standardize=name in std_runs)

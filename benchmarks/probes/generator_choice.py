@@ -30,8 +30,14 @@ training slice's 1-99 % range (Lucchi: about 50-220). Generators now record that
 (``grey_range``) and map back through it. ``benchmarks/gpu_generator_cards.py`` adds it to copies of
 A, B and mito-gen (A2, B2, shipped2; computed as training computes it, from their training slices).
 The same rule is applied again to A2, B2 and shipped2, on the same block; this pass decides what
-ships. mito-gen's own card gets ``grey_range`` if shipped2 scores lower than shipped did.
+ships. One change to the measure: ``realism.py --real raw`` compares the generated tiles with the real
+tiles as they are in the file (about 50-220), which is what a user sees and what the independent
+check compared; the first pass (``--real normalized``, the measure's old default) stretched every
+real slice to 0-255 like the generator did, so it could not see this difference. mito-gen's own
+card gets ``grey_range`` if shipped2 scores lower than mito-gen without it, both measured raw.
 
+    python benchmarks/realism.py --generator runs/gpu_gen/A2 --slices 115-139 --real raw --cache runs/choice/A2 \
+        --out runs/choice/realism_A2.json        # B2, shipped2, and mito-gen as shipped_raw
     python benchmarks/probes/generator_choice.py --candidates A2=runs/gpu_gen/A2 B2=runs/gpu_gen/B2 \
         --shipped shipped2=runs/gpu_gen/shipped2 --realism runs/choice \
         --out benchmarks/results/generator_choice_grey.json
