@@ -76,9 +76,9 @@ def base(tmp_path):
 
 
 def _user_volume():
-    """A 10 nm microscope: darker, inverted contrast and noisy compared with the generator's disks."""
+    """A 10 nm microscope: brighter, inverted contrast and noisy compared with the generator's disks."""
     img, masks = disks(z=6, size=128, seed=3, radius=(6, 10), per_slice=4)
-    img = np.clip(200 - 0.6 * img.astype(np.float64) + np.random.default_rng(0).normal(0, 15, img.shape), 0, 255)
+    img = np.clip(250 - 0.6 * img.astype(np.float64) + np.random.default_rng(0).normal(0, 15, img.shape), 0, 255)
     return img.astype(np.uint8), masks
 
 
