@@ -5,7 +5,8 @@
 Three rows, one column per tile: the real 256x256 tile (from the slices the generator never trained
 on, as in ``benchmarks/realism.py``: its card's validation slices, here 140-164 of Lucchi), the
 image generated from that tile's mitochondria mask, and the mask. Tiles and sampling are those of
-``realism.py``: each slice normalised 1-99 % on its own (the generator's grey scale), places drawn
+``realism.py``: real tiles as they are in the file (``--real raw``; before 2026-12-04 each slice was
+stretched 1-99 % to 0-255, the generator's old output scale), places drawn
 by :func:`realism.positions` with ``--seed``, the first ``--cols`` places whose mask covers
 ``--min-fg``..``--max-fg`` of the tile (in distinct slices, each square sharing at most a quarter
 with another: neighbouring slices are nearly the same picture); ``generate.sample`` with 25

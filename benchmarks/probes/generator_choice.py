@@ -39,7 +39,7 @@ card gets ``grey_range`` if shipped2 scores lower than mito-gen without it, both
     python benchmarks/realism.py --generator runs/gpu_gen/A2 --slices 115-139 --real raw --cache runs/choice/A2 \
         --out runs/choice/realism_A2.json        # B2, shipped2, and mito-gen as shipped_raw
     python benchmarks/probes/generator_choice.py --candidates A2=runs/gpu_gen/A2 B2=runs/gpu_gen/B2 \
-        --shipped shipped2=runs/gpu_gen/shipped2 --realism runs/choice \
+        --shipped shipped2=runs/gpu_gen/shipped2 --reference shipped_raw=mito-gen --realism runs/choice \
         --out benchmarks/results/generator_choice_grey.json
 """
 
@@ -78,6 +78,8 @@ def main(argv=None):
     ap.add_argument("--shipped", default="shipped=mito-gen", help="NAME=GENERATOR of the generator now shipped")
     ap.add_argument("--realism", type=Path, default=Path("runs/choice"),
                     help="folder of realism_NAME.json and the caches NAME/ (shipped: realism_shipped.json)")
+    ap.add_argument("--reference", default=None,
+                    help="NAME=GENERATOR: the shipped generator as it was (second pass: mito-gen without grey_range)")
     ap.add_argument("--segmenter", default="mito-unet")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--threads", type=int, default=2)
@@ -94,6 +96,10 @@ def main(argv=None):
     gens = dict(c.split("=", 1) for c in args.candidates)
     base, base_path = args.shipped.split("=", 1)
     gens[base] = base_path
+    ref = None
+    if args.reference:
+        ref, ref_path = args.reference.split("=", 1)
+        gens[ref] = ref_path
     rows = {}
     for name, path in gens.items():
         real = json.loads((args.realism / f"realism_{name}.json").read_text())
@@ -108,7 +114,7 @@ def main(argv=None):
             "s_per_tile": real["sampling"]["s_per_tile"],
         }
         print(name, json.dumps({k: rows[name][k] for k in ("realism_accuracy", "fidelity")}), flush=True)
-    cands = [n for n in gens if n != base]
+    cands = [n for n in gens if n not in (base, ref)]
     best = min(cands, key=lambda n: rows[n]["realism_accuracy"])
     close = [n for n in cands if rows[n]["realism_accuracy"] <= rows[best]["realism_accuracy"] + 0.02]
     chosen = max(close, key=lambda n: rows[n]["fidelity"]["pooled"])
@@ -123,6 +129,9 @@ def main(argv=None):
         "rows": rows,
         "chosen": chosen,
         "replaces_shipped": ship,
+        **({"reference": ref,
+            "shipped_card_change_kept": rows[base]["realism_accuracy"] < rows[ref]["realism_accuracy"]}
+           if ref else {}),
         **stamp(argv),
     }
     write_json(args.out, res)
