@@ -62,6 +62,22 @@ def decide(table: dict[str, dict[str, float]], shipped: str = SHIPPED) -> dict:
             "best_candidate": best, "replaces_shipped": wins}
 
 
+def candidate_folder(given: str, weights_sha256: str) -> Path:
+    """The folder ``transfer.py`` was given (relative to where it ran: the current folder, the repository
+    or benchmarks/), recognised by the sha256 of its weights, which the transfer results recorded."""
+    import hashlib
+
+    tried = []
+    for base in (Path.cwd(), REPO, REPO / "benchmarks"):
+        d = (base / given).resolve()
+        tried.append(str(d))
+        w = d / "model.safetensors"
+        if (d / "card.json").is_file() and w.is_file() and hashlib.sha256(w.read_bytes()).hexdigest() == weights_sha256:
+            return d
+    raise SystemExit(f"cannot find the candidate {given!r} with weights sha256 {weights_sha256[:12]}... "
+                     f"(tried {', '.join(tried)}): run from where transfer.py ran")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--transfer", type=Path, required=True)
@@ -89,9 +105,7 @@ def main(argv=None) -> int:
         passed = verdict["replaces_shipped"] or by_rule2
         print("nothing installed" + ("" if passed else ": no candidate passes the rule"))
         return 0
-    src = (REPO / "benchmarks" / verdict["best_candidate"]).resolve()
-    if not (src / "card.json").exists():
-        src = Path(verdict["best_candidate"]).resolve()
+    src = candidate_folder(verdict["best_candidate"], sha[verdict["best_candidate"]])
     card = json.loads((src / "card.json").read_text())
     cfg = card["training"]["config"]
     card.update(
