@@ -270,10 +270,9 @@ def _main(args, argv, budget):
                        "ci95": "bootstrap over tiles (groups); ci95_wilson_crops treats crops as independent"},
     }
     for name, (a, ga, b, gb) in {**runs, **std_runs}.items():
-        gen_run = "generated" in name  # the controls compare real tiles only: any generator's run can reuse them
+        gen_run = "generated" in name  # the controls compare real tiles only: any generator or sampling reuses them
         ckey = {"weights": wkey if gen_run else None, "n": n, "n_control": nc, **kw,
-                "sampling": key if gen_run else {k: v for k, v in key.items() if k != "weights"},
-                "held": held, "data": str(args.data)}
+                "sampling": key if gen_run else None, "held": held, "data": str(args.data)}
         if args.real != "normalized":  # the key of results cached before --real existed stays valid
             ckey["real"] = args.real
         if name in std_runs:
