@@ -140,7 +140,7 @@ def main(argv=None):
 
     rows = (ROWS[0].format(lo=min(held), hi=max(held)), *ROWS[1:])
     footer = (f"{ref['label']}: {args.steps} DPM-Solver++ steps, guidance {args.guidance:g}, VAE pixel noise, "
-              f"seed {args.seed}. 256\u00b2 tiles, each slice normalised 1\u201399 %; "
+              f"seed {args.seed}. 256\u00b2 tiles, real tiles as in the file; "
               "all shown with grey 0\u2013255, no per-tile rescaling.")
     draw(real, generated, fg.astype(np.uint8) * 255, rows, footer, args.out, args.width)
 
