@@ -5,7 +5,9 @@
 - fidelity: images generated from the masks of held-out 256x256 tiles, segmented by the shipped
   segmenter (each tile on its own, 2D), IoU vs the conditioning masks; the same for the real tiles
   (the ceiling) and for new pairs (generated layouts);
-- realism: (a) classifier two-sample test: a small CNN trained on half of the real/generated tiles,
+- realism (real tiles as they are in the file; before 2026-12-04 each slice stretched 1-99 % to 0-255;
+  ``benchmarks/realism.py`` is the measure with controls): (a) classifier two-sample test: a small CNN
+  trained on half of the real/generated tiles,
   accuracy on the other half (0.5 = indistinguishable), with a real-vs-real control; (b) Frechet
   distance of the segmenter encoder's pooled deepest features, generated vs real held-out, beside
   real held-out vs real training tiles; (c) object statistics of generated layouts vs real tiles;
@@ -221,8 +223,8 @@ def main(argv=None):
     }
     t_all = time.perf_counter()
 
-    real, m, _ = held_out_tiles(images, masks, val, args.n, 256, args.seed)
-    real_tr, m_tr, _ = held_out_tiles(images, masks, train, args.n, 256, args.seed + 1)
+    real, m, raw = held_out_tiles(images, masks, val, args.n, 256, args.seed)
+    real_tr, m_tr, raw_tr = held_out_tiles(images, masks, train, args.n, 256, args.seed + 1)
 
     # --- generation from held-out masks (timed)
     t0 = time.perf_counter()
@@ -266,11 +268,12 @@ def main(argv=None):
     }
 
     # --- realism
-    res["c2st_real_vs_generated"] = c2st(real, fake, args.seed)
-    res["c2st_real_vs_new_pairs"] = c2st(real, pairs.images, args.seed)
-    res["c2st_real_heldout_vs_real_train"] = c2st(real, real_tr, args.seed)
-    f_real = encoder_features(seg, card, real)
-    f_tr = encoder_features(seg, card, real_tr)
+    # realism against the real tiles as they are in the file (generated images keep the training grey range)
+    res["c2st_real_vs_generated"] = c2st(raw, fake, args.seed)
+    res["c2st_real_vs_new_pairs"] = c2st(raw, pairs.images, args.seed)
+    res["c2st_real_heldout_vs_real_train"] = c2st(raw, raw_tr, args.seed)
+    f_real = encoder_features(seg, card, raw)
+    f_tr = encoder_features(seg, card, raw_tr)
     res["frechet_segmenter_features"] = {
         "generated_vs_real_heldout": frechet(encoder_features(seg, card, fake), f_real),
         "new_pairs_vs_real_heldout": frechet(encoder_features(seg, card, pairs.images), f_real),
