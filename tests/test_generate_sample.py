@@ -148,10 +148,17 @@ def test_generated_images_have_the_training_images_grey_levels(gen):
     training images' (median) levels, the VAE card's grey_range, instead of being stretched to 0-255."""
     import dataclasses
 
+    from napari_cellgen.generate.config import prepare_slice
+    from napari_cellgen.generate.train import slice_grey_levels
+
     images, _ = disks()
     lo, hi = gen.vae_card["grey_range"]
-    expect = np.median([np.percentile(s, (1, 99)) for s in images[:4]], axis=0)  # slice 4 validates
-    assert (lo, hi) == pytest.approx(tuple(expect))
+    levels = [slice_grey_levels(s) for s in images[:4]]  # slice 4 validates
+    for s, (a, b) in zip(images[:4], levels, strict=True):  # the levels each slice's [-1, 1] stood for
+        x = prepare_slice(s)
+        inside = (s > a) & (s < b)
+        assert np.allclose(x[inside], (s[inside] - a) / (b - a) * 2 - 1, atol=1e-5)
+    assert (lo, hi) == pytest.approx(tuple(np.median(levels, axis=0)))
     assert 0 < lo < hi < 255
     m = _masks()
     a = sample_sync(gen, m, steps=3, seed=1, pixel_noise=0).images

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .._progress import Progress, stoppable
+from ..segment.preprocess import percentile_range
 from .config import VARIANTS, GeneratorConfig, GeneratorDataError, _prepare_mask, dihedral, prepare_slice
 from .train_denoiser import LatentBatches, encode_latents, train_denoiser
 from .train_vae import estimate_noise_std, train_vae, vae_card, vae_metrics
@@ -64,9 +65,10 @@ def default_val_slices(n: int, fraction: float = 0.15) -> list[int]:
 
 
 def slice_grey_levels(raw) -> tuple[float, float] | None:
-    """The 1st and 99th percentiles of an 8-bit slice (what ``prepare_slice`` maps to -1 and 1); else None."""
+    """The grey levels ``prepare_slice`` maps to -1 and 1 (its 1-99 % ``percentile_range``) of an 8-bit
+    slice; None for other dtypes."""
     raw = np.asarray(raw)
-    return tuple(float(v) for v in np.percentile(raw, (1.0, 99.0))) if raw.dtype == np.uint8 else None
+    return tuple(float(v) for v in percentile_range(raw, 1.0, 99.0)) if raw.dtype == np.uint8 else None
 
 
 def training_grey_range(levels) -> list[float] | None:

@@ -5,18 +5,26 @@ from __future__ import annotations
 import numpy as np
 
 
-def normalize(img: np.ndarray, low: float = 1.0, high: float = 99.0, stride: int = 4) -> np.ndarray:
-    """Per-image percentile normalisation to about [0, 1] (float32).
-
-    Each Lucchi slice was contrast-stretched on its own, so statistics are taken
-    per 2D image (on a strided subsample, which is enough and bounded in cost).
-    """
+def percentile_range(img: np.ndarray, low: float = 1.0, high: float = 99.0, stride: int = 4):
+    """The grey levels :func:`normalize` maps to 0 and 1: the image's ``low`` and ``high`` percentiles,
+    taken on a strided subsample (enough, and bounded in cost)."""
     img = np.asarray(img)
     sample = img[..., ::stride, ::stride] if min(img.shape[-2:]) > 4 * stride else img
     sample = sample.astype(np.float32, copy=False)
     if not np.all(np.isfinite(sample)):
         raise ValueError("the image contains NaN or infinite values; fix or mask them before segmenting")
     lo, hi = np.percentile(sample, [low, high])
+    return lo, hi
+
+
+def normalize(img: np.ndarray, low: float = 1.0, high: float = 99.0, stride: int = 4) -> np.ndarray:
+    """Per-image percentile normalisation to about [0, 1] (float32).
+
+    Each Lucchi slice was contrast-stretched on its own, so statistics are taken
+    per 2D image (:func:`percentile_range`).
+    """
+    img = np.asarray(img)
+    lo, hi = percentile_range(img, low, high, stride)
     scale = 1.0 / (hi - lo) if hi > lo else 1.0
     return ((img.astype(np.float32) - lo) * scale).astype(np.float32)
 
