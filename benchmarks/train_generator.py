@@ -70,6 +70,11 @@ def main(argv=None):
                     "but the last --n-val)")
     ap.add_argument("--val-slices", default=None, help="held-out slices of the file (default: the last --n-val)")
     ap.add_argument("--name", default="mito-gen")
+    ap.add_argument("--init", default=None, help="start from this generator (folder or name); with --vae-steps 0 "
+                    "its VAE is kept and only the denoiser is fine-tuned")
+    ap.add_argument("--offset-noise", type=float, default=0.0, help="std of the per-channel constant added to the "
+                    "denoiser's training noise (and to the sampler's initial noise)")
+    ap.add_argument("--snr-weight-floor", type=float, default=0.0, help="least loss weight of any noise level")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "generator_train.json")
     args = ap.parse_args(argv)
 
@@ -100,6 +105,8 @@ def main(argv=None):
         block_out_channels=args.unet_channels,
         layers_per_block=args.layers_per_block,
         diffusion_lr=args.diffusion_lr,
+        offset_noise=args.offset_noise,
+        snr_weight_floor=args.snr_weight_floor,
         val_every=args.val_every,
         threads=args.threads,
         seed=args.seed,
@@ -132,7 +139,7 @@ def main(argv=None):
     res = run(
         train_generator(
             images, masks, args.out, cfg, slices=train, val_slices=val, image_slices=train, val_masks=False,
-            device=args.device,
+            device=args.device, init=args.init,
         ),
         cb,
     )

@@ -54,6 +54,12 @@ class GeneratorConfig:
     cond_fraction: float = 0.5
     ema_decay: float = 0.999
     min_snr_gamma: float = 5.0
+    # min-SNR weights high-noise steps near zero (v-prediction: snr / (snr + 1)), and those steps decide
+    # a tile's overall grey level: ``snr_weight_floor`` is the least weight any step gets. ``offset_noise``
+    # adds a per-sample, per-channel constant of this std to the training noise (and the sampler's initial
+    # noise), so the overall level is decided at noise levels the network learns (docs/generation.md)
+    snr_weight_floor: float = 0.0
+    offset_noise: float = 0.0
     diffusion_minutes: float | None = None
     schedule: dict = field(default_factory=lambda: dict(DEFAULT_SCHEDULE))
     # wall-clock budget of the whole job (minutes; None or 0 = run the step counts, which stay upper
@@ -94,6 +100,8 @@ class GeneratorConfig:
         choice(self.adapt, "--adapt", ADAPT_MODES)
         number(self.small_crop_p, "--small-crop-p", lo=0, hi=1)
         number(self.adv_weight, "--adv-weight", lo=0)
+        number(self.snr_weight_floor, "--snr-weight-floor", lo=0, hi=1)
+        number(self.offset_noise, "--offset-noise", lo=0, hi=1)
         for key in ("vae_lr", "diffusion_lr"):
             number(getattr(self, key), key.replace("_", " "), lo=0, hi=1, lo_open=True)
         for key in ("vae_minutes", "diffusion_minutes"):

@@ -169,7 +169,7 @@ def sample(
 
     from ..models.denoiser import mask_condition
     from .layout import has_objects, sample_layouts
-    from .schedule import sampling_scheduler
+    from .schedule import draw_noise, noise_offset, sampling_scheduler
     from .store import GeneratorError, LatentGenerator, load_generator
 
     if not isinstance(gen, LatentGenerator):
@@ -218,7 +218,7 @@ def sample(
     factor = gen.factor
     lat_shape = (count, gen.vae.config["latent_channels"], hw[0] // factor, hw[1] // factor)
     g = torch.Generator().manual_seed(int(seed))
-    noise = torch.randn(lat_shape, generator=g)
+    noise = draw_noise(lat_shape, g, noise_offset(gen.denoiser_card))
     batches = [range(i, min(i + batch_size, count)) for i in range(0, count, batch_size)]
     total = len(batches) * (steps + 1)
     done = 0

@@ -45,6 +45,28 @@ def sampling_scheduler(kind: str = "dpm++", schedule: dict | None = None):
     raise ValueError(f"unknown sampler {kind!r}: use one of {', '.join(SAMPLERS)}")
 
 
+def draw_noise(shape, generator, offset: float = 0.0):
+    """Gaussian noise; with ``offset`` > 0 plus a per-sample, per-channel constant of that std.
+
+    "Offset noise" (Guttenberg 2023): white noise over a 32x32 latent has a per-channel mean of std
+    1/32, so a tile's overall level is decided at noise levels so high that min-SNR weighting all but
+    skips them, and a network trained that way copies the mean of its initial noise ("lazy DC"). The
+    constant is drawn after the white noise from the same generator, so ``offset == 0`` draws exactly
+    what plain ``torch.randn`` does.
+    """
+    import torch
+
+    noise = torch.randn(shape, generator=generator)
+    if offset:
+        noise = noise + offset * torch.randn((*shape[:2], *([1] * (len(shape) - 2))), generator=generator)
+    return noise
+
+
+def noise_offset(card: dict | None) -> float:
+    """The offset-noise std a denoiser was trained with (0 for cards before it existed)."""
+    return float(((card or {}).get("noise") or {}).get("offset", 0.0) or 0.0)
+
+
 def training_target(scheduler, latents, noise, timesteps):
     """What the network learns to predict for ``scheduler.config.prediction_type``."""
     kind = scheduler.config.prediction_type

@@ -12,7 +12,7 @@ import numpy as np
 from .._progress import Progress
 from ..train.ema import ema_decay, ema_update
 from .config import GeneratorConfig, _lr_factor, _now, _out_of_time, autocast, dihedral
-from .schedule import DEFAULT_SCHEDULE
+from .schedule import DEFAULT_SCHEDULE, draw_noise
 
 
 def encode_latents(vae, vol: dict, zs: list[int], variants: int, device: str = "cpu"):
@@ -81,7 +81,7 @@ class LatentBatches:
         return torch.stack(lats), torch.cat(conds)
 
 
-def _val_batch(latents, masks, val_z, crop, factor, seed, n=32):
+def _val_batch(latents, masks, val_z, crop, factor, seed, n=32, offset=0.0):
     """A fixed validation set: latent crops, conditions (masks if allowed), timesteps and noise."""
     import torch
 
@@ -102,7 +102,7 @@ def _val_batch(latents, masks, val_z, crop, factor, seed, n=32):
             conds.append(None)
     lat = torch.stack(lats)
     t = torch.linspace(20, 980, n).long()
-    noise = torch.randn(lat.shape, generator=g)
+    noise = draw_noise(lat.shape, g, offset)
     return lat, conds, t, noise
 
 
@@ -175,7 +175,8 @@ def train_denoiser(
     shift, scale = float(vae_card.get("latent_shift", 0.0)), float(vae_card["latent_scale"])
     crop = cfg.latent_crop
     batches = LatentBatches(latents, masks, train_z, crop, factor, cfg, cfg.seed)
-    val = _val_batch(latents, masks, list(val_z) or list(train_z)[-4:], crop, factor, cfg.seed)
+    val = _val_batch(latents, masks, list(val_z) or list(train_z)[-4:], crop, factor, cfg.seed,
+                     offset=cfg.offset_noise)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     t0 = time.perf_counter()
     step, best, history, written = 0, float("inf"), [], 0
@@ -192,6 +193,7 @@ def train_denoiser(
             "p_uncond": cfg.p_uncond,
         },
         "ema": {"decay": cfg.ema_decay, "weights": "EMA"},
+        "noise": {"offset": cfg.offset_noise, "snr_weight_floor": cfg.snr_weight_floor},
         **(card_extra or {}),
     }
 
@@ -231,7 +233,7 @@ def train_denoiser(
                 batches.sample(cfg.diffusion_batch * 4, crop // 2) if small else batches.sample(cfg.diffusion_batch)
             )
             x0 = (lat - shift) * scale
-            noise = torch.randn(x0.shape, generator=gen)
+            noise = draw_noise(x0.shape, gen, cfg.offset_noise)
             t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),), generator=gen)
             xt = sched.add_noise(x0, noise, t)
             target = training_target(sched, x0, noise, t)
@@ -244,6 +246,7 @@ def train_denoiser(
                     w = torch.clamp(snr, max=cfg.min_snr_gamma) / (snr + 1)
                 else:
                     w = torch.clamp(snr, max=cfg.min_snr_gamma) / snr
+                w = torch.clamp(w, min=cfg.snr_weight_floor)
                 err = err * w.to(err.device) / w.mean().to(err.device)
             loss = err.mean()
             opt.zero_grad(set_to_none=True)
