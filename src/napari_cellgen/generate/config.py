@@ -55,7 +55,8 @@ class GeneratorConfig:
     ema_decay: float = 0.999
     min_snr_gamma: float = 5.0
     # min-SNR weights high-noise steps near zero (v-prediction: snr / (snr + 1)), and those steps decide
-    # a tile's overall grey level: ``snr_weight_floor`` is the least weight any step gets. ``offset_noise``
+    # a tile's overall grey level: ``snr_weight_floor`` is the least weight any step gets (it lifts the
+    # lowest noise levels too, which min-SNR also down-weights). ``offset_noise``
     # adds a per-sample, per-channel constant of this std to the training noise (and the sampler's initial
     # noise), so the overall level is decided at noise levels the network learns (docs/generation.md)
     snr_weight_floor: float = 0.0

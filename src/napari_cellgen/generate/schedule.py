@@ -62,6 +62,20 @@ def draw_noise(shape, generator, offset: float = 0.0):
     return noise
 
 
+def loss_weights(alphas_cumprod, prediction_type: str, gamma: float = 5.0, floor: float = 0.0):
+    """Min-SNR-gamma loss weights (Hang et al. 2023) for the given noise levels, at least ``floor``.
+
+    For v-prediction the weight is min(snr, gamma) / (snr + 1): about snr itself at high noise, so
+    the steps that decide a tile's overall level (pixel snr ~ 0.01 on a 32x32 latent) get almost none
+    unless ``floor`` lifts them. The floor lifts the lowest noise levels too (gamma / (snr + 1) there).
+    """
+    import torch
+
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    w = torch.clamp(snr, max=gamma) / ((snr + 1) if prediction_type == "v_prediction" else snr)
+    return torch.clamp(w, min=floor)
+
+
 def noise_offset(card: dict | None) -> float:
     """The offset-noise std a denoiser was trained with (0 for cards before it existed)."""
     return float(((card or {}).get("noise") or {}).get("offset", 0.0) or 0.0)

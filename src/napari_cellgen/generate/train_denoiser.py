@@ -12,7 +12,7 @@ import numpy as np
 from .._progress import Progress
 from ..train.ema import ema_decay, ema_update
 from .config import GeneratorConfig, _lr_factor, _now, _out_of_time, autocast, dihedral
-from .schedule import DEFAULT_SCHEDULE, draw_noise
+from .schedule import DEFAULT_SCHEDULE, draw_noise, loss_weights
 
 
 def encode_latents(vae, vol: dict, zs: list[int], variants: int, device: str = "cpu"):
@@ -241,12 +241,7 @@ def train_denoiser(
                 pred = denoiser(xt.to(device), t.to(device), cond.to(device))
             err = ((pred.float() - target.to(device)) ** 2).mean((1, 2, 3))
             if cfg.min_snr_gamma:
-                snr = acp[t] / (1 - acp[t])
-                if sched.config.prediction_type == "v_prediction":
-                    w = torch.clamp(snr, max=cfg.min_snr_gamma) / (snr + 1)
-                else:
-                    w = torch.clamp(snr, max=cfg.min_snr_gamma) / snr
-                w = torch.clamp(w, min=cfg.snr_weight_floor)
+                w = loss_weights(acp[t], sched.config.prediction_type, cfg.min_snr_gamma, cfg.snr_weight_floor)
                 err = err * w.to(err.device) / w.mean().to(err.device)
             loss = err.mean()
             opt.zero_grad(set_to_none=True)
