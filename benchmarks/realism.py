@@ -122,7 +122,8 @@ def generated_tiles(gen, masks, pos, key: dict, path: Path, budget: Budget, batc
         budget.check(f"{len(done)}/{len(masks)} generated tiles")
         i, t1 = len(done), time.perf_counter()
         out = sample_sync(gen, masks[i : i + batch], steps=key["steps"], guidance=key["guidance"],
-                          seed=key["seed"] + i, allow_empty=True, batch_size=batch)
+                          seed=key["seed"] + i, allow_empty=True, batch_size=batch,
+                          noise_tails=key.get("noise_tails", False))
         done, seconds = np.concatenate([done, out.images]), seconds + time.perf_counter() - t1
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + ".tmp.npz")
@@ -171,6 +172,8 @@ def main(argv=None):
     ap.add_argument("--width", type=int, default=8, help="classifier width (channels of its first layer)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=4, help="tiles sampled together")
+    ap.add_argument("--noise-tails", action="store_true",
+                    help="pixel noise not clipped back into the training range (generate.sample noise_tails)")
     ap.add_argument("--minutes", type=float, default=9.0, help="stop after this (all done is cached); rerun to go on")
     ap.add_argument("--cache", type=Path, default=Path("runs") / "realism", help="folder of cached work")
     ap.add_argument("--real", choices=("raw", "normalized"), default="raw",
@@ -193,6 +196,7 @@ def _main(args, argv, budget):
     import torch
     from scipy import ndimage as ndi
 
+    from napari_cellgen.generate.schedule import noise_offset
     from napari_cellgen.generate.store import load_generator
     from napari_cellgen.realism import crop_tiles, grey_distance, grey_stats, power_spectrum, spectrum_bands
     from napari_cellgen.train.data import parse_slices
@@ -216,6 +220,11 @@ def _main(args, argv, budget):
 
     wkey = [ref["vae_weights_sha256"], ref["denoiser_weights_sha256"]]
     key = {"weights": wkey, "steps": args.steps, "guidance": args.guidance, "seed": args.seed, "batch": args.batch}
+    # what else changes the images (only when set, so caches made before these existed stay valid)
+    if noise_offset(gen.denoiser_card):
+        key["noise_offset"] = noise_offset(gen.denoiser_card)
+    if args.noise_tails:
+        key["noise_tails"] = True
     g, sample_s = generated_tiles(gen, m1, p1[:n], key, args.cache / "generated.npz", budget, args.batch)
 
     r1, r2, r3 = (real_tiles(images, p, args.real) for p in (p1, p2, p3))
@@ -259,7 +268,8 @@ def _main(args, argv, budget):
         "tile": TILE,
         "crop": CROP,
         "sampling": {"steps": args.steps, "guidance": args.guidance, "sampler": "dpm++",
-                     "pixel_noise": "the VAE card's noise_std", "seed": args.seed, "batch": args.batch,
+                     "pixel_noise": "the VAE card's noise_std", "noise_tails": args.noise_tails,
+                     "noise_offset": noise_offset(gen.denoiser_card), "seed": args.seed, "batch": args.batch,
                      "masks": "of R1's first n tiles (random places of the held-out slices, empty ones included)",
                      "s_per_tile": round(sample_s / n, 2)},
         "threads": args.threads,

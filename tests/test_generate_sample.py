@@ -167,3 +167,16 @@ def test_generated_images_have_the_training_images_grey_levels(gen):
     b = sample_sync(stretched, m, steps=3, seed=1, pixel_noise=0).images  # old cards: -1 -> 0, 1 -> 255
     assert np.abs(a - (lo + b / 255.0 * (hi - lo))).max() <= 1.0
     assert b.max() - b.min() > a.max() - a.min()
+
+
+def test_noise_tails_pass_beyond_the_training_range_only_when_asked(gen):
+    """Clipped noise piles pixels onto the grey range's two ends; real slices' darkest and brightest
+    1 % lie beyond their 1-99 % range, and ``noise_tails`` lets the noise reach there too."""
+    lo, hi = gen.vae_card["grey_range"]
+    m = _masks()
+    clipped = sample_sync(gen, m, steps=3, seed=1, pixel_noise=0.4).images
+    tails = sample_sync(gen, m, steps=3, seed=1, pixel_noise=0.4, noise_tails=True).images
+    assert clipped.min() >= round(lo) and clipped.max() <= round(hi)
+    assert tails.min() < round(lo) - 2 and tails.max() > round(hi) + 2
+    inside = (tails > round(lo)) & (tails < round(hi))  # where neither was clipped they are the same
+    assert np.array_equal(tails[inside], clipped[inside])

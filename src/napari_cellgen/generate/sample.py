@@ -103,10 +103,12 @@ def decode_latents(gen, z_norm):
     return gen.vae.decode(z).clamp(-1, 1)
 
 
-def add_pixel_noise(x, sigma: float, seed: int, first: int):
+def add_pixel_noise(x, sigma: float, seed: int, first: int, clip: bool = True):
     """Add N(0, sigma^2) pixel noise; image ``first + i`` gets its own seeded stream.
 
-    One stream per image keeps the result independent of the batch size.
+    One stream per image keeps the result independent of the batch size. ``clip``: back into
+    [-1, 1] (a wall of pixels at both ends); else the noise's tails pass beyond, as real slices'
+    darkest and brightest 1 % lie beyond their 1-99 % range.
     """
     import torch
 
@@ -116,7 +118,7 @@ def add_pixel_noise(x, sigma: float, seed: int, first: int):
     for i in range(len(x)):
         g = torch.Generator().manual_seed((int(seed) * 1_000_003 + first + i + 1) % (2**63))
         out[i] += sigma * torch.randn(x[i].shape, generator=g).to(x.device)  # the same stream on any device
-    return out.clamp(-1, 1)
+    return out.clamp(-1, 1) if clip else out
 
 
 def to_uint8(x, grey_range=None) -> np.ndarray:
@@ -147,6 +149,7 @@ def sample(
     pad: bool = False,
     pixel_noise: float | None = None,
     acquisition: bool = True,
+    noise_tails: bool = False,
 ) -> Generator[Progress, None, Samples]:
     """Generate EM images.
 
@@ -157,6 +160,7 @@ def sample(
 
     ``pixel_noise``: std (in [-1, 1] units) of white pixel noise added to the decoded images,
     sampling the VAE's observation model; None = the VAE card's measured ``noise_std``, 0 = none.
+    ``noise_tails``: the noise is not clipped back into the training range [-1, 1] (only into 0-255).
     ``pad=True`` accepts masks of any size: they are padded with background up to a multiple of
     the generator's divisor and the images cropped back (for a Labels layer of any shape).
     ``gen`` is a :class:`~napari_cellgen.generate.store.LatentGenerator` (or a name/folder to load).
@@ -177,7 +181,8 @@ def sample(
     if acquisition and gen.acquisition:
         return (yield from _sample_acquired(gen, masks, n, seed=seed, pairs=pairs, allow_empty=allow_empty,
                                             shape=shape, steps=steps, guidance=guidance, sampler=sampler,
-                                            batch_size=batch_size, pixel_noise=pixel_noise))
+                                            batch_size=batch_size, pixel_noise=pixel_noise,
+                                            noise_tails=noise_tails))
     if steps < 1 or steps > 1000:
         raise ValueError(f"steps must be between 1 and 1000, got {steps}")
     if guidance < 0:
@@ -245,7 +250,7 @@ def sample(
             done += 1
             yield Progress(done, total, "sample")
         with torch.inference_mode():
-            out[sl] = to_uint8(add_pixel_noise(decode_latents(gen, z), sigma, seed, idx.start),
+            out[sl] = to_uint8(add_pixel_noise(decode_latents(gen, z), sigma, seed, idx.start, not noise_tails),
                                gen.vae_card.get("grey_range"))
         done += 1
         yield Progress(done, total, "sample")
@@ -271,7 +276,8 @@ def _sample_acquired(gen, masks, n, *, seed, pairs, allow_empty, shape, **kw):
         up = np.stack([upsample_labels(m, (gen_side(h), gen_side(w))) for m in labels])
         res = yield from sample(gen, up, steps=kw["steps"], guidance=kw["guidance"], seed=seed,
                                 sampler=kw["sampler"], allow_empty=allow_empty, batch_size=kw["batch_size"],
-                                pad=True, pixel_noise=kw["pixel_noise"], acquisition=False)
+                                pad=True, pixel_noise=kw["pixel_noise"], acquisition=False,
+                                noise_tails=kw["noise_tails"])
         images, _ = apply_acquisition(res.images, None, acq, seed, size=(h, w))
         return Samples(images, labels)
     h, w = tuple(shape or (gen.tile, gen.tile))
