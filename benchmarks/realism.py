@@ -32,6 +32,7 @@ sha256, the command and the date.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -225,6 +226,8 @@ def _main(args, argv, budget):
         key["noise_offset"] = noise_offset(gen.denoiser_card)
     if args.noise_tails:
         key["noise_tails"] = True
+    if gen.vae_card.get("noise_psd"):
+        key["noise_psd"] = hashlib.sha256(json.dumps(gen.vae_card["noise_psd"]["power"]).encode()).hexdigest()[:16]
     g, sample_s = generated_tiles(gen, m1, p1[:n], key, args.cache / "generated.npz", budget, args.batch)
 
     r1, r2, r3 = (real_tiles(images, p, args.real) for p in (p1, p2, p3))
@@ -269,7 +272,9 @@ def _main(args, argv, budget):
         "crop": CROP,
         "sampling": {"steps": args.steps, "guidance": args.guidance, "sampler": "dpm++",
                      "pixel_noise": "the VAE card's noise_std", "noise_tails": args.noise_tails,
-                     "noise_offset": noise_offset(gen.denoiser_card), "seed": args.seed, "batch": args.batch,
+                     "noise_offset": noise_offset(gen.denoiser_card),
+                     "noise_psd": "the VAE card's (coloured)" if gen.vae_card.get("noise_psd") else None,
+                     "seed": args.seed, "batch": args.batch,
                      "masks": "of R1's first n tiles (random places of the held-out slices, empty ones included)",
                      "s_per_tile": round(sample_s / n, 2)},
         "threads": args.threads,

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._progress import Progress, run
+from .pixel_noise import add_pixel_noise
 
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 2.0
@@ -103,24 +104,6 @@ def decode_latents(gen, z_norm):
     return gen.vae.decode(z).clamp(-1, 1)
 
 
-def add_pixel_noise(x, sigma: float, seed: int, first: int, clip: bool = True):
-    """Add N(0, sigma^2) pixel noise; image ``first + i`` gets its own seeded stream.
-
-    One stream per image keeps the result independent of the batch size. ``clip``: back into
-    [-1, 1] (a wall of pixels at both ends); else the noise's tails pass beyond, as real slices'
-    darkest and brightest 1 % lie beyond their 1-99 % range.
-    """
-    import torch
-
-    if sigma <= 0:
-        return x
-    out = x.clone()
-    for i in range(len(x)):
-        g = torch.Generator().manual_seed((int(seed) * 1_000_003 + first + i + 1) % (2**63))
-        out[i] += sigma * torch.randn(x[i].shape, generator=g).to(x.device)  # the same stream on any device
-    return out.clamp(-1, 1) if clip else out
-
-
 def to_uint8(x, grey_range=None) -> np.ndarray:
     """[-1, 1] tensor (B, 1, H, W) -> uint8 (B, H, W).
 
@@ -159,7 +142,8 @@ def sample(
     - ``masks=None, pairs=False``: ``n`` unconditional images (``Samples.masks`` is None).
 
     ``pixel_noise``: std (in [-1, 1] units) of white pixel noise added to the decoded images,
-    sampling the VAE's observation model; None = the VAE card's measured ``noise_std``, 0 = none.
+    sampling the VAE's observation model; None = the VAE card's noise (``noise_psd``, coloured, where
+    fitted, else white of ``noise_std``; see ``pixel_noise.py``), 0 = none.
     ``noise_tails``: the noise is not clipped back into the training range [-1, 1] (only into 0-255).
     ``pad=True`` accepts masks of any size: they are padded with background up to a multiple of
     the generator's divisor and the images cropped back (for a Labels layer of any shape).
@@ -216,6 +200,7 @@ def sample(
         else:
             fg = None
     sigma = float(gen.vae_card.get("noise_std", 0.0)) if pixel_noise is None else float(pixel_noise)
+    psd = gen.vae_card.get("noise_psd") if pixel_noise is None else None  # the card's noise: coloured if fitted
     if sigma < 0:
         raise ValueError(f"pixel_noise must be >= 0, got {pixel_noise}")
     count = len(fg) if fg is not None else n
@@ -250,7 +235,7 @@ def sample(
             done += 1
             yield Progress(done, total, "sample")
         with torch.inference_mode():
-            out[sl] = to_uint8(add_pixel_noise(decode_latents(gen, z), sigma, seed, idx.start, not noise_tails),
+            out[sl] = to_uint8(add_pixel_noise(decode_latents(gen, z), sigma, seed, idx.start, not noise_tails, psd),
                                gen.vae_card.get("grey_range"))
         done += 1
         yield Progress(done, total, "sample")
