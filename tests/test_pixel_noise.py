@@ -40,9 +40,11 @@ def test_the_fit_recovers_the_missing_power_and_coloured_noise_has_it():
 
 def test_sampling_draws_the_cards_coloured_noise(tmp_path):
     base = tiny_generator(tmp_path / "gen")
+    card = json.loads((base / "vae" / "card.json").read_text())
+    card.pop("noise_psd")  # white noise of noise_std, as cards before noise_psd
+    (base / "vae" / "card.json").write_text(json.dumps(card))
     psd_gen = tmp_path / "psd"
     shutil.copytree(base, psd_gen)
-    card = json.loads((psd_gen / "vae" / "card.json").read_text())
     power = np.zeros(17)
     power[4:9] = 0.05  # noise of periods 4-8 px only
     card["noise_psd"] = {"size": 32, "power": power.tolist()}
@@ -60,3 +62,18 @@ def test_sampling_draws_the_cards_coloured_noise(tmp_path):
     assert fine(added_col) < 0.8 * fine(added_white)
     # an explicit pixel_noise stays white of that std
     assert np.array_equal(sample_sync(load_generator(psd_gen), m, steps=3, seed=2, pixel_noise=0).images, clean)
+
+
+def test_trained_generators_fit_their_noise_and_kept_vaes_keep_it(tmp_path):
+    from _generate_helpers import disks, tiny_config
+
+    from napari_cellgen._progress import run
+    from napari_cellgen.generate.train import train_generator
+
+    base = tiny_generator(tmp_path / "gen")
+    psd = load_generator(base).vae_card["noise_psd"]
+    assert psd["size"] == 32 and len(psd["power"]) == 17 and max(psd["power"]) > 0
+    images, masks = disks()
+    out = tmp_path / "tuned"
+    run(train_generator(images, masks, out, tiny_config(vae_steps=0, diffusion_steps=2), val_slices=[4], init=base))
+    assert load_generator(out).vae_card["noise_psd"] == psd

@@ -41,8 +41,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--pixel-noise",
         default="auto",
-        help="white pixel noise added to the images (std in [-1, 1] units); 'auto' (default) = the noise "
-        "the generator's VAE measured on real data, 0 = none",
+        help="pixel noise added to the images: 'auto' (default) = the noise the generator's VAE measured on "
+        "real data (coloured: the detail its reconstructions lack, where the card has it), a number = white "
+        "noise of that std in [-1, 1] units, 0 = none",
     )
     p.add_argument("--unconditional", action="store_true", help="without --masks: images only, no masks")
     p.add_argument("--allow-empty", action="store_true", help="accept mask slices with no mitochondria")

@@ -74,7 +74,8 @@ def write_synthetic_set(
         "seed": int(seed),
         "steps": int(steps),
         "guidance": float(guidance),
-        "pixel_noise": float(gen.vae_card.get("noise_std", 0.0)) if pixel_noise is None else float(pixel_noise),
+        "pixel_noise": ("coloured (the VAE card's noise_psd)" if gen.vae_card.get("noise_psd") else
+                        float(gen.vae_card.get("noise_std", 0.0))) if pixel_noise is None else float(pixel_noise),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_bytes(out / META, json.dumps(meta, indent=2).encode())

@@ -38,7 +38,7 @@ from .._progress import Progress, stoppable
 from ..segment.preprocess import percentile_range
 from .config import VARIANTS, GeneratorConfig, GeneratorDataError, _prepare_mask, dihedral, prepare_slice
 from .train_denoiser import LatentBatches, encode_latents, train_denoiser
-from .train_vae import estimate_noise_std, train_vae, vae_card, vae_metrics
+from .train_vae import estimate_noise_psd, estimate_noise_std, train_vae, vae_card, vae_metrics
 
 __all__ = ["VARIANTS", "GeneratorConfig", "GeneratorDataError", "LatentBatches", "default_val_slices", "dihedral",
            "encode_latents", "estimate_noise_std", "prepare_slice", "slice_grey_levels", "train_denoiser",
@@ -226,7 +226,7 @@ def train_generator(
     else:
         vae_extra = {
             k: init_gen.vae_card[k]
-            for k in ("latent_shift", "latent_scale", "noise_std", "grey_range", "metrics", "training")
+            for k in ("latent_shift", "latent_scale", "noise_std", "noise_psd", "grey_range", "metrics", "training")
             if k in init_gen.vae_card
         }
         vae_extra["parent"] = str(init_gen.path)
@@ -247,6 +247,8 @@ def train_generator(
         allz = np.concatenate([latents[v][z].ravel() for v in latents for z in img_z])
         shift, scale = float(allz.mean()), float(1.0 / max(allz.std(), 1e-6))
     metrics = vae_extra.get("metrics") or vae_metrics(vae, val_tiles)
+    # coloured pixel noise; a kept VAE keeps its parent's (a parent from before noise_psd: white noise)
+    psd = vae_extra.get("noise_psd") if vae_extra else estimate_noise_psd(vae, val_tiles)
     vcard = vae_card(
         vae,
         cfg,
@@ -254,6 +256,7 @@ def train_generator(
             "latent_shift": shift,
             "latent_scale": scale,
             "noise_std": vae_extra.get("noise_std", estimate_noise_std(vae, val_tiles)),
+            **({"noise_psd": psd} if psd else {}),
             # [-1, 1] is each slice's 1-99 % range, so the grey levels are this run's images' (a kept VAE's
             # parent's only when these images are not 8-bit)
             **({"grey_range": g} if (g := grey_range or vae_extra.get("grey_range")) is not None else {}),
