@@ -4,7 +4,8 @@ The diagnosis behind ``denoiser_dc_choice.py``: generated tiles' mean grey level
 real tiles' ("lazy DC"). This measures it on the tiles ``benchmarks/realism.py`` generated and cached
 (``CACHE/generated.npz``, with their places), against the real tiles at those places:
 
-- the std over tiles of the mean grey level (raw file levels for real tiles);
+- the std over tiles of the mean grey level (raw file levels for real tiles), and of the mean of the
+  real tiles (normalised) and of their VAE reconstructions;
 - the std over tiles of each latent channel's spatial mean (the generator's VAE encodes both, slice
   by slice normalised as in training; normalised latent units);
 - the tissue's drift along z: per block of slices, the mean of the normalised slices (0 = the middle
@@ -42,6 +43,16 @@ def latent_means(gen, tiles) -> np.ndarray:
         z = torch.cat([gen.vae.encode(x[i : i + 8]).mean for i in range(0, len(x), 8)])
         z = (z - float(vc.get("latent_shift", 0.0))) * float(vc["latent_scale"])
     return z.mean((2, 3)).numpy()
+
+
+def reconstructed_means(gen, tiles) -> np.ndarray:
+    """(N,) mean of the VAE's reconstructions of [-1, 1] tiles (does the VAE keep a tile's level?)."""
+    import torch
+
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(tiles, np.float32))[:, None]
+        rec = torch.cat([gen.vae.decode(gen.vae.encode(x[i : i + 8]).mean).clamp(-1, 1) for i in range(0, len(x), 8)])
+    return rec.mean((1, 2, 3)).numpy()
 
 
 def to_unit(tiles_uint8, grey_range) -> np.ndarray:
@@ -84,11 +95,14 @@ def main(argv=None):
         real_unit = np.stack([normed(z)[y : y + TILE, x : x + TILE] for z, y, x in pos])
         grey = gen.vae_card.get("grey_range") or (0, 255)
         lat_real, lat_gen = latent_means(gen, real_unit), latent_means(gen, to_unit(gen_tiles, grey))
+        rec_mean = reconstructed_means(gen, real_unit)
         res["sets"][cache.name] = {
             "tiles": len(pos),
             "slices": [min(p[0] for p in pos), max(p[0] for p in pos)],
             "grey_mean": {"real": [float(real_raw.mean((1, 2)).mean()), float(real_raw.mean((1, 2)).std())],
                           "generated": [float(gen_tiles.mean((1, 2)).mean()), float(gen_tiles.mean((1, 2)).std())]},
+            "normalised_mean": {"real": [float(real_unit.mean((1, 2)).mean()), float(real_unit.mean((1, 2)).std())],
+                                "vae_reconstruction": [float(rec_mean.mean()), float(rec_mean.std())]},
             "latent_mean_per_channel": {
                 "real": {"mean": lat_real.mean(0).round(3).tolist(), "std": lat_real.std(0).round(3).tolist()},
                 "generated": {"mean": lat_gen.mean(0).round(3).tolist(), "std": lat_gen.std(0).round(3).tolist()},
