@@ -245,19 +245,12 @@ def grey_distance(a, b, max_pixels: int = 2_000_000, seed: int = 0) -> dict:
 def power_spectrum(tiles) -> np.ndarray:
     """Mean radially averaged power spectrum of (N, S, S) tiles (mean removed, Hann window).
 
-    Index r = r cycles per S pixels (frequency r / S cycles/pixel), r = 0 .. S // 2.
+    Index r = r cycles per S pixels (frequency r / S cycles/pixel), r = 0 .. S // 2; in variance per
+    frequency (:func:`napari_cellgen.generate.pixel_noise.radial_psd`). Compare spectra as ratios.
     """
-    t = np.asarray(tiles, np.float64)
-    n, s, s2 = t.shape
-    if s != s2:
-        raise ValueError(f"square tiles needed, got {s}x{s2}")
-    win = np.outer(np.hanning(s), np.hanning(s))
-    t = (t - t.mean((1, 2), keepdims=True)) * win
-    p = (np.abs(np.fft.fft2(t)) ** 2).mean(0)
-    f = np.fft.fftfreq(s) * s
-    r = np.round(np.hypot(*np.meshgrid(f, f, indexing="ij"))).astype(int)
-    keep = r <= s // 2
-    return np.bincount(r[keep], weights=p[keep]) / np.bincount(r[keep])
+    from .generate.pixel_noise import radial_psd
+
+    return radial_psd(tiles)
 
 
 def spectrum_bands(ref, other, size: int) -> list[dict]:
