@@ -21,8 +21,8 @@ import numpy as np
 import tifffile
 
 from napari_cellgen.generate.config import prepare_slice
-from napari_cellgen.generate.pixel_noise import fit_noise_psd
 from napari_cellgen.generate.store import load_generator
+from napari_cellgen.generate.train_vae import estimate_noise_psd
 from napari_cellgen.models.store import atomic_write_bytes
 from napari_cellgen.train.data import parse_slices
 
@@ -54,12 +54,7 @@ def main(argv=None):
     for _ in range(args.n):
         z, y, x = int(rng.choice(zs)), int(rng.integers(0, h - TILE + 1)), int(rng.integers(0, w - TILE + 1))
         tiles.append(prepare_slice(images[z])[y : y + TILE, x : x + TILE])
-    real = np.stack(tiles)
-    gen.vae.eval()
-    with torch.inference_mode():
-        t = torch.from_numpy(real[:, None])
-        rec = torch.cat([gen.vae.decode(gen.vae.encode(t[i : i + 8]).mean).clamp(-1, 1) for i in range(0, len(t), 8)])
-    psd = fit_noise_psd(real, rec[:, 0].numpy())
+    psd = estimate_noise_psd(gen.vae, np.stack(tiles)[:, None])  # as training fits it
     psd["fit"] = {"slices": args.slices, "tiles": args.n, "seed": args.seed, "tile": TILE,
                   "by": "benchmarks/noise_psd_card.py"}
     shutil.copytree(gen.path, args.dest)

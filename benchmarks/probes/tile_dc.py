@@ -49,9 +49,11 @@ def reconstructed_means(gen, tiles) -> np.ndarray:
     """(N,) mean of the VAE's reconstructions of [-1, 1] tiles (does the VAE keep a tile's level?)."""
     import torch
 
+    from napari_cellgen.generate.train_vae import _reconstruct
+
     with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(tiles, np.float32))[:, None]
-        rec = torch.cat([gen.vae.decode(gen.vae.encode(x[i : i + 8]).mean).clamp(-1, 1) for i in range(0, len(x), 8)])
+        rec = _reconstruct(gen.vae, x).clamp(-1, 1)
     return rec.mean((1, 2, 3)).numpy()
 
 
