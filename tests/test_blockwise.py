@@ -64,10 +64,12 @@ def client():
         yield c
 
 
-@pytest.mark.parametrize("mode, median", [("3d", False), ("3d", True), ("2d", False)])
-def test_blockwise_equals_in_memory(tmp_path, mode, median):
+@pytest.mark.parametrize("mode, median, z_smooth", [("3d", False, False), ("3d", True, False), ("2d", False, False),
+                                                    ("3d", False, True), ("3d", True, True)])
+def test_blockwise_equals_in_memory(tmp_path, mode, median, z_smooth):
     img = blobs()
-    opt = SegmentOptions(precision="fp32", min_size=20, device="cpu", mode=mode, median=median)
+    opt = SegmentOptions(precision="fp32", min_size=20, device="cpu", mode=mode, median=median, z_smooth=z_smooth,
+                         upsample="logit" if z_smooth else "probability")
     ref = segment(img, opt, model=(Bright(), CARD))
     res = segment_blockwise(img, tmp_path / "l.zarr", opt, model=(Bright(), CARD), block_z=4,
                             prob_out=tmp_path / "p.zarr")

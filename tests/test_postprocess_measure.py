@@ -106,3 +106,38 @@ def test_min_size_counts_each_voxel_once_through_slices():
     u = np.zeros((2, 10, 10), np.float32)
     u[0, 1:9, 1] = u[0, 1:9, 8] = u[1, 1, 1:9] = 1
     assert _labels(u, min_size=24)[1] == 1 and _labels(u, min_size=25)[1] == 0
+
+
+def test_z_smooth_drops_a_one_slice_flicker_and_bridges_a_one_slice_gap():
+    from napari_cellgen.segment.postprocess import smooth_z
+
+    prob = np.full((5, 20, 20), 10, np.uint8)
+    prob[:, 2:8, 2:8] = 200  # an object through the stack ...
+    prob[2, 2:8, 2:8] = 60  # ... that the network doubted in one slice
+    prob[2, 12:18, 12:18] = 200  # and a blob seen in one slice only
+    lab, n = _labels(prob)
+    assert n == 3 and lab[2, 4, 4] == 0  # the gap splits the object; the blob counts
+    lab, n = _labels(prob, z_smooth=True)
+    assert n == 1 and lab[2, 4, 4] > 0 and lab[2, 14, 14] == 0
+    assert len({int(lab[z, 4, 4]) for z in range(5)}) == 1
+    # edge slices repeat themselves: a constant stack is unchanged, in [0, 1]
+    np.testing.assert_allclose(smooth_z(np.full((3, 4, 4), 255, np.uint8)), 1.0)
+    # a 2D image is never smoothed
+    flat = np.zeros((20, 20), np.float32)
+    flat[5:10, 5:10] = 0.9
+    assert _labels(flat, z_smooth=True)[1] == 1
+
+
+def test_logit_upsampling_follows_the_zero_crossing():
+    from napari_cellgen.segment.predict import upsample_probs
+
+    # two model pixels: confident no (p = 0.01) and a weak yes (p = 0.6). Bilinear probabilities
+    # cross 0.5 at 83 % of the way; the logits (-4.6 and +0.4) cross zero at 92 %
+    low = np.array([[0.01, 0.6]], np.float32)
+    p = upsample_probs(low, (1, 200), "probability")
+    lg = upsample_probs(low, (1, 200), "logit")
+    assert (lg >= 0.5).sum() < (p >= 0.5).sum()
+    assert lg.min() >= 0 and lg.max() <= 1 and lg.dtype == np.float32
+    np.testing.assert_allclose(upsample_probs(low, (1, 2), "logit"), low)
+    with pytest.raises(ValueError, match="upsample"):
+        upsample_probs(low, (1, 4), "nearest")

@@ -115,7 +115,7 @@ def _open_zarr(path: str):
 def segment_block(src: Source, model, z0: int, z1: int, p: dict) -> dict:
     """Stage 1 for slices z0:z1: probabilities, local 3D labels, per-object size and z extent."""
 
-    from .postprocess import label_stack, median_probs
+    from .postprocess import label_stack, median_probs, smooth_z
     from .predict import predict_stack
 
     _tune_malloc()
@@ -126,19 +126,24 @@ def segment_block(src: Source, model, z0: int, z1: int, p: dict) -> dict:
         net = net.to(device)  # the worker's own copy: moved once, then a no-op
     image = src.open()
     n = image.shape[0]
-    m = 1 if p["median"] else 0
+    zsm = bool(p.get("z_smooth"))
+    m = (1 if p["median"] else 0) + (1 if zsm else 0)  # true neighbour slices each side
     lo, hi = max(0, z0 - m), min(n, z1 + m)
     k = int(card.get("context", 0))
     window = _Window(image, max(0, lo - k), min(n, hi + k))
     prob = np.zeros((hi - lo, *image.shape[1:]), np.uint8)
     run(predict_stack(net, card, window, prob, tile=p["tile"], overlap=p["overlap"],
                       batch_size=p["batch_size"], device=device, tta=p["tta"],
-                      zs=range(lo, hi), independent=p.get("independent", False)))
+                      zs=range(lo, hi), independent=p.get("independent", False),
+                      upsample=p.get("upsample", "probability")))
     del window
     if p.get("prob_path"):
         _open_zarr(p["prob_path"])[z0:z1] = prob[z0 - lo : z1 - lo]
-    if m:  # equals label_stack's per-slice 3x3x3 median: one true neighbour slice each side
+    # equal to label_stack's per-slice median and z smoothing: each needs one true neighbour slice each side
+    if p["median"]:
         prob = median_probs(prob)
+    if zsm:
+        prob = smooth_z(prob)
     prob = prob[z0 - lo : z1 - lo]
     lab = np.zeros(prob.shape, np.uint32)
     nobj = run(label_stack(prob, lab, threshold=p["threshold"], min_size=0, fill_holes=p["fill_holes"],

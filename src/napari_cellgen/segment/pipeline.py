@@ -50,6 +50,11 @@ class SegmentOptions:
     # "int8": the network quantized on the CPU, calibrated on this image (segment/quantize.py); "fp32";
     # "auto": int8 where it runs (the CPU, in this process), else fp32
     precision: str = "auto"
+    # how model-resolution probabilities return to the image's pixels: "probability" or "logit"
+    # (segment/predict.py:upsample_probs)
+    upsample: str = "probability"
+    # average each slice's probabilities with its neighbours' (volumes only; segment/postprocess.py:smooth_z)
+    z_smooth: bool = False
     # former names, accepted as keywords for a release (and readable as attributes, below)
     tta: InitVar[int | None] = None
     batch_size: InitVar[int | None] = None
@@ -70,7 +75,7 @@ class SegmentOptions:
     def validate(self) -> SegmentOptions:
         """Raise ``ValueError`` naming the first bad option, before any work is done."""
         from .._checks import choice, number
-        from .predict import tta_views
+        from .predict import UPSAMPLE, tta_views
         from .quantize import PRECISIONS
 
         if not 0.0 < self.threshold < 1.0:  # also refuses NaN
@@ -84,6 +89,7 @@ class SegmentOptions:
         choice(self.mode, "mode", ("2d", "3d"))
         choice(self.z_context, "z context", ("auto", "neighbours", "self"))
         choice(self.precision, "precision", PRECISIONS)
+        choice(self.upsample, "upsample", UPSAMPLE)
         if self.pixel_size is not None:
             if not 1 <= len(tuple(self.pixel_size)) <= 3:
                 raise ValueError(f"--pixel-size takes 1 to 3 numbers (z, y, x in nm), got {self.pixel_size!r}")
@@ -219,11 +225,12 @@ def segment_iter(
             message = "; ".join(m for m in (message, f"int8 not possible for this model ({exc}): ran in fp32") if m)
     yield from predict_stack(
         net, card, image, prob_out, tile=tile, overlap=overlap, batch_size=opt.batch,
-        device=device, tta=opt.views, independent=independent or own_context,
+        device=device, tta=opt.views, independent=independent or own_context, upsample=opt.upsample,
     )
     n = yield from label_stack(
         prob_out, labels_out, threshold=opt.threshold, min_size=opt.min_size, fill_holes=opt.fill_holes,
         mode=mode if image.ndim == 3 else "2d", split=opt.split, median=opt.median,
+        z_smooth=opt.z_smooth and mode == "3d" and not (independent or own_context),
     )
     table = None
     if opt.measure:

@@ -102,6 +102,26 @@ def median_probs(prob: np.ndarray) -> np.ndarray:
     return ndi.median_filter(np.asarray(prob), size=3, mode="nearest")
 
 
+def smooth_z_at(prob, z: int) -> np.ndarray:
+    """Slice ``z`` of (Z, Y, X) probabilities averaged with its neighbours, weights 1/4, 1/2, 1/4
+    (the edge slices stand in for missing neighbours), as floats in [0, 1] (uint8 input is
+    probability x 255). Reads three slices: ``prob`` may be a memmap or zarr array."""
+    n = prob.shape[0]
+    a, b, c = (np.asarray(prob[min(max(i, 0), n - 1)]) for i in (z - 1, z, z + 1))
+    scale = np.float32(1 / 255 if b.dtype == np.uint8 else 1.0)
+    out = a.astype(np.float32)
+    out += c
+    out *= np.float32(0.25)
+    out += np.float32(0.5) * b
+    out *= scale
+    return out
+
+
+def smooth_z(prob) -> np.ndarray:
+    """:func:`smooth_z_at` for every slice: one definition for the in-memory and blockwise paths."""
+    return np.stack([smooth_z_at(prob, z) for z in range(prob.shape[0])])
+
+
 def label_slice(mask: np.ndarray, split: bool = False) -> tuple[np.ndarray, int]:
     """2D instance labels (ids 1..k in raster order, or watershed order with ``split``) of one mask."""
     if split:
@@ -121,13 +141,16 @@ def label_stack(
     mode: str = "3d",
     split: bool = False,
     median: bool = False,
+    z_smooth: bool = False,
 ) -> Generator[Progress, None, int]:
     """Instance labels from probabilities (Y, X) or (Z, Y, X) into ``out`` (uint32-like).
 
     ``mode="3d"``: an object keeps one id through the stack (face connectivity).
     ``mode="2d"``: objects are labelled per slice (ids stay unique over the stack).
     ``min_size`` is in pixels (2D) or voxels (3D objects). ``median`` applies a
-    3×3×3 median filter to the probabilities first. Returns the number of objects.
+    3×3×3 median filter to the probabilities first; ``z_smooth`` averages each slice's
+    probabilities with its neighbours' (:func:`smooth_z`; after the median when both are on,
+    stacks only). Returns the number of objects.
     Each slice is labelled on its own, then :func:`merge_ids` joins them -- the same
     function the blockwise path uses to join its blocks.
     """
@@ -155,6 +178,9 @@ def label_stack(
             p = median_probs(get(prob, z))
         else:
             p = get(prob, z)
+        if z_smooth and not is2d:
+            lo, hi = max(0, z - 2), min(n, z + 3)
+            p = smooth_z_at(median_probs(prob[lo:hi]), z - lo) if median else smooth_z_at(prob, z)
         return prob_to_mask(p, threshold, fill_holes)
 
     counts, sizes, pairs = [], [], []

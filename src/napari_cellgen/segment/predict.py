@@ -92,6 +92,28 @@ def make_forward(model, device: str = "cpu", tta=1):
     return fn
 
 
+UPSAMPLE = ("probability", "logit")
+
+
+def upsample_probs(prob: np.ndarray, shape: tuple[int, int], how: str = "probability") -> np.ndarray:
+    """Bilinear resize of model-resolution probabilities to ``shape``, clipped to [0, 1].
+
+    ``how="logit"`` interpolates the logits instead (each pixel's probability mapped back through
+    the inverse sigmoid, then the sigmoid again), so the 0.5 contour follows the network's zero
+    crossing rather than a straight line between two probabilities.
+    """
+    if how not in UPSAMPLE:
+        raise ValueError(f"upsample must be one of {UPSAMPLE}, got {how!r}")
+    if tuple(prob.shape[-2:]) == tuple(shape):
+        return np.clip(prob, 0.0, 1.0)
+    if how == "logit":
+        p = np.clip(prob, 1e-6, 1 - 1e-6, dtype=np.float32)
+        lg = resize(np.log(p) - np.log1p(-p), shape, "bilinear")
+        return (1.0 / (1.0 + np.exp(-lg))).astype(np.float32)
+    out = resize(prob, shape, "bilinear")
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
 def predict_stack(
     model,
     card: dict,
@@ -105,6 +127,7 @@ def predict_stack(
     tta=1,
     zs: range | None = None,
     independent: bool = False,
+    upsample: str = "probability",
 ) -> Generator[Progress, None, np.ndarray]:
     """Foreground probabilities for a (Y, X) image or (Z, Y, X) stack.
 
@@ -120,6 +143,9 @@ def predict_stack(
     ``independent=True`` treats the slices as separate images (a tile set, generated
     samples): each slice's context channels are the slice itself, as for a 2D image,
     never its unrelated neighbours (:mod:`.slices`).
+
+    ``upsample``: how the model-resolution result is brought back to the image's pixels
+    (:func:`upsample_probs`).
     """
     check_image(image)
     is2d = image.ndim == 2
@@ -171,8 +197,7 @@ def predict_stack(
                 break
             done += 1
             yield Progress(min(done, total), total, "segment")
-        prob = resize(prob, hw, "bilinear")
-        np.clip(prob, 0.0, 1.0, out=prob)
+        prob = upsample_probs(prob, hw, upsample)
         if np.dtype(out.dtype) == np.uint8:
             prob = np.round(prob * 255).astype(np.uint8)
         if is2d:
