@@ -124,7 +124,7 @@ def generated_tiles(gen, masks, pos, key: dict, path: Path, budget: Budget, batc
         i, t1 = len(done), time.perf_counter()
         out = sample_sync(gen, masks[i : i + batch], steps=key["steps"], guidance=key["guidance"],
                           seed=key["seed"] + i, allow_empty=True, batch_size=batch,
-                          noise_tails=key.get("noise_tails", False))
+                          noise_tails=key.get("noise_tails", False), sampler=key.get("sampler", "dpm++"))
         done, seconds = np.concatenate([done, out.images]), seconds + time.perf_counter() - t1
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + ".tmp.npz")
@@ -173,6 +173,7 @@ def main(argv=None):
     ap.add_argument("--width", type=int, default=8, help="classifier width (channels of its first layer)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=4, help="tiles sampled together")
+    ap.add_argument("--sampler", default="dpm++", help="generate.sample's sampler (default dpm++)")
     ap.add_argument("--noise-tails", action="store_true",
                     help="pixel noise not clipped back into the training range (generate.sample noise_tails)")
     ap.add_argument("--minutes", type=float, default=9.0, help="stop after this (all done is cached); rerun to go on")
@@ -226,6 +227,8 @@ def _main(args, argv, budget):
         key["noise_offset"] = noise_offset(gen.denoiser_card)
     if args.noise_tails:
         key["noise_tails"] = True
+    if args.sampler != "dpm++":
+        key["sampler"] = args.sampler
     if gen.vae_card.get("noise_psd"):
         key["noise_psd"] = hashlib.sha256(json.dumps(gen.vae_card["noise_psd"]["power"]).encode()).hexdigest()[:16]
     g, sample_s = generated_tiles(gen, m1, p1[:n], key, args.cache / "generated.npz", budget, args.batch)
@@ -270,7 +273,7 @@ def _main(args, argv, budget):
         "real_tiles": args.real,
         "tile": TILE,
         "crop": CROP,
-        "sampling": {"steps": args.steps, "guidance": args.guidance, "sampler": "dpm++",
+        "sampling": {"steps": args.steps, "guidance": args.guidance, "sampler": args.sampler,
                      "pixel_noise": "the VAE card's noise_std", "noise_tails": args.noise_tails,
                      "noise_offset": noise_offset(gen.denoiser_card),
                      "noise_psd": "the VAE card's (coloured)" if gen.vae_card.get("noise_psd") else None,

@@ -131,6 +131,15 @@ def test_disks_helper_is_sane():
     assert images[masks == 1].mean() > images[masks == 0].mean() + 40
 
 
+def test_stochastic_sampler_is_seeded_per_image(gen):
+    m = _masks()
+    a = sample_sync(gen, m, steps=4, seed=7, sampler="dpm++sde", pixel_noise=0.0)
+    b = sample_sync(gen, m, steps=4, seed=7, sampler="dpm++sde", pixel_noise=0.0, batch_size=1)
+    ode = sample_sync(gen, m, steps=4, seed=7, sampler="dpm++", pixel_noise=0.0)
+    assert np.array_equal(a.images, b.images)  # each image's step noise is its own stream
+    assert not np.array_equal(a.images, ode.images)  # the steps did draw noise
+
+
 def test_pixel_noise_is_seeded_and_batch_independent(gen):
     assert gen.vae_card["noise_std"] >= 0  # measured at training time
     m = _masks()

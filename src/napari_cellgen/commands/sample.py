@@ -15,6 +15,7 @@ from pathlib import Path
 
 def add_parser(sub) -> argparse.ArgumentParser:
     from ..generate.sample import DEFAULT_GUIDANCE, DEFAULT_STEPS
+    from ..generate.schedule import SAMPLERS
 
     p = sub.add_parser(
         "sample",
@@ -37,7 +38,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--generator", default=None, metavar="GEN_DIR",
                    help="generator folder or name (default: the shipped mito-gen)")
-    p.add_argument("--sampler", default="dpm++", choices=["dpm++", "ddim"], help="sampler (default dpm++)")
+    p.add_argument("--sampler", default="dpm++", choices=SAMPLERS,
+                   help="sampler (default dpm++; dpm++sde draws fresh noise at every step)")
     p.add_argument(
         "--pixel-noise",
         default="auto",

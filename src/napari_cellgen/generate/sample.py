@@ -157,7 +157,7 @@ def sample(
 
     from ..models.denoiser import mask_condition
     from .layout import has_objects, sample_layouts
-    from .schedule import draw_noise, noise_offset, sampling_scheduler
+    from .schedule import STOCHASTIC, draw_noise, noise_offset, sampling_scheduler
     from .store import GeneratorError, LatentGenerator, load_generator
 
     if not isinstance(gen, LatentGenerator):
@@ -224,7 +224,10 @@ def sample(
             if fg is not None:
                 cond = mask_condition(torch.from_numpy(fg[sl]), factor, (len(idx), *lat_shape[2:])).to(device)
             sched = sampling_scheduler(sampler, gen.denoiser_card.get("schedule"))
-            loop = denoise(gen.denoiser, sched, noise[sl].to(device), cond, steps, guidance, generator=g)
+            # a stochastic sampler's step noise: one seeded stream per image (independent of the batch size)
+            step_g = ([torch.Generator(device).manual_seed((int(seed) * 1_000_003 + i + 1) % (2**63) ^ 0x5DE)
+                       for i in idx] if sampler in STOCHASTIC else g)
+            loop = denoise(gen.denoiser, sched, noise[sl].to(device), cond, steps, guidance, generator=step_g)
         while True:
             try:
                 with torch.inference_mode():

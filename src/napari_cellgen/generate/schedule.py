@@ -12,7 +12,8 @@ DEFAULT_SCHEDULE = {
     "beta_schedule": "squaredcos_cap_v2",  # cosine (Nichol & Dhariwal); diffusers computes it in float64
     "prediction_type": "v_prediction",
 }
-SAMPLERS = ("dpm++", "ddim")
+SAMPLERS = ("dpm++", "ddim", "dpm++sde")
+STOCHASTIC = ("dpm++sde",)  # samplers that draw fresh noise at every step
 
 
 def train_scheduler(schedule: dict | None = None):
@@ -24,16 +25,17 @@ def train_scheduler(schedule: dict | None = None):
 
 
 def sampling_scheduler(kind: str = "dpm++", schedule: dict | None = None):
-    """A fast sampler: ``"dpm++"`` (DPM-Solver++ 2M, deterministic) or ``"ddim"`` (eta 0)."""
+    """A fast sampler: ``"dpm++"`` (DPM-Solver++ 2M, deterministic), ``"ddim"`` (eta 0) or
+    ``"dpm++sde"`` (SDE-DPM-Solver++ 2M: stochastic, fresh noise at every step)."""
     cfg = {**DEFAULT_SCHEDULE, **(schedule or {})}
     kind = (kind or "dpm++").lower()
-    if kind in ("dpm++", "dpmsolver++", "dpm"):
+    if kind in ("dpm++", "dpmsolver++", "dpm", "dpm++sde"):
         from diffusers import DPMSolverMultistepScheduler
 
         # lambda_min_clipped: recommended for the cosine schedule, whose last steps have near-zero alpha
         return DPMSolverMultistepScheduler(
             **cfg,
-            algorithm_type="dpmsolver++",
+            algorithm_type="sde-dpmsolver++" if kind == "dpm++sde" else "dpmsolver++",
             solver_order=2,
             timestep_spacing="trailing",
             lambda_min_clipped=-5.1,
