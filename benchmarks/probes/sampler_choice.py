@@ -33,6 +33,18 @@ The rule, written on 2026-12-08 before any number of it was computed:
     python benchmarks/realism.py --slices 115-139 --sampler dpm++sde --steps 50 \\
         --cache runs/choice_sampler/sde50 --out runs/choice_sampler/realism_sde50.json
     python benchmarks/probes/sampler_choice.py      # -> results/sampler_choice.json
+
+Rule 2, written on 2026-12-08 after rule 1's numbers (SDE 0.934 / 0.928 against 0.887: not taken) and
+before any number of its own. Guidance was last chosen among 1.0, 1.5 and 2 (``guidance_choice.py``,
+white noise): accuracy fell as guidance rose (0.958, 0.934, 0.921) and fidelity rose (0.688, 0.880,
+0.908), so values above 2 were never tried. Candidates ``g3`` and ``g4``: guidance 3 and 4, with the
+shipped sampler, steps and coloured noise. The same three conditions as rule 1 (a guidance above 1
+costs the same batched pass); the qualifying candidate with the lowest accuracy becomes the default
+guidance; only then is it measured on 140-164.
+
+    python benchmarks/realism.py --slices 115-139 --guidance 3 --cache runs/choice_sampler/g3 \
+        --out runs/choice_sampler/realism_g3.json          # and 4 -> g4
+    python benchmarks/probes/sampler_choice.py --rule guidance   # -> results/guidance_high_choice.json
 """
 
 from __future__ import annotations
@@ -50,7 +62,8 @@ sys.path.insert(0, str(HERE))
 from _provenance import model_ref, stamp, write_json  # noqa: E402
 from generator_choice import DATA, fidelity  # noqa: E402
 
-CANDIDATES = ("sde25", "sde50")
+RULES = {"sampler": (("sde25", "sde50"), "The rule, ", "sampler_choice.json"),
+         "guidance": (("g3", "g4"), "Rule 2, ", "guidance_high_choice.json")}
 IDLE_S_PER_TILE = 0.54  # mito-gen, 25 steps, idle 2-core CPU (generator_quality_coloured.json)
 
 
@@ -61,8 +74,10 @@ def main(argv=None):
     ap.add_argument("--segmenter", default="mito-unet")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=HERE.parent / "results" / "sampler_choice.json")
+    ap.add_argument("--rule", choices=tuple(RULES), default="sampler")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    candidates, rule_head, out_name = RULES[args.rule]
 
     import torch
 
@@ -72,7 +87,7 @@ def main(argv=None):
     masks = tifffile.imread(args.data / "training_groundtruth.tif")
     seg, card = load_model(args.segmenter)
     rows = {}
-    for name in ("incumbent", *CANDIDATES):
+    for name in ("incumbent", *candidates):
         real = json.loads((args.realism / f"realism_{name}.json").read_text())
         if real["held_out_slices"] != list(range(115, 140)):
             raise SystemExit(f"realism_{name}.json was measured on other slices")
@@ -90,12 +105,12 @@ def main(argv=None):
               rows[name]["fidelity"]["pooled"], flush=True)
     inc = rows["incumbent"]
     floor = max(0.80, inc["fidelity"]["pooled"] - 0.05)
-    ok = [n for n in CANDIDATES
+    ok = [n for n in candidates
           if rows[n]["realism_accuracy"] <= inc["realism_accuracy"] - 0.02
           and rows[n]["fidelity"]["pooled"] >= floor and rows[n]["idle_s_per_tile"] <= 2.0]
     chosen = min(ok, key=lambda n: rows[n]["realism_accuracy"]) if ok else None
-    write_json(args.out, {
-        "rule": __doc__.split("The rule, ")[1].split("python benchmarks")[0].strip(),
+    write_json(args.out or HERE.parent / "results" / out_name, {
+        "rule": __doc__.split(rule_head)[1].split("python benchmarks")[0].strip(),
         "choice_slices": "115-139", "segmenter": model_ref(args.segmenter), "rows": rows,
         "qualifying": ok, "chosen": chosen, **stamp(argv)})
     print("chosen:", chosen)
