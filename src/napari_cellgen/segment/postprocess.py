@@ -171,16 +171,16 @@ def label_stack(
             out[z] = val
 
     def slice_mask(z):
-        if median and not is2d:
+        if z_smooth and not is2d:
+            lo, hi = max(0, z - 2), min(n, z + 3)
+            p = smooth_z_at(median_probs(prob[lo:hi]), z - lo) if median else smooth_z_at(prob, z)
+        elif median and not is2d:
             lo, hi = max(0, z - 1), min(n, z + 2)
             p = median_probs(prob[lo:hi])[z - lo]
         elif median:
             p = median_probs(get(prob, z))
         else:
             p = get(prob, z)
-        if z_smooth and not is2d:
-            lo, hi = max(0, z - 2), min(n, z + 3)
-            p = smooth_z_at(median_probs(prob[lo:hi]), z - lo) if median else smooth_z_at(prob, z)
         return prob_to_mask(p, threshold, fill_holes)
 
     counts, sizes, pairs = [], [], []
