@@ -118,7 +118,28 @@ def _run_tasks(client, fn, arglist, stage: str, describe, retries: int = 0):
     finally:
         if done < total:
             client.cancel(futures)
+            _settle(client, {f.key for f in futures})
     return results
+
+
+def _executing(dask_worker) -> list:
+    """The keys a worker is still running (cancelled tasks included: a thread cannot be stopped)."""
+    st = dask_worker.state
+    return [ts.key for ts in (*st.executing, *st.long_running)]
+
+
+def _settle(client, keys: set, timeout: float = 120.0) -> None:
+    """Wait until no worker still runs one of ``keys``: a cancelled block keeps running on its worker
+    and would write into the output after the caller removed it (a partial folder left behind)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            running = {k for ks in client.run(_executing).values() for k in ks}
+        except Exception:  # noqa: BLE001 - the cluster is gone: nothing of ours runs any more
+            return
+        if not running & keys:
+            return
+        time.sleep(0.1)
 
 
 def merge_ids(blocks_info: list[dict], pairs: list[np.ndarray], min_size: int) -> tuple[list, int]:
