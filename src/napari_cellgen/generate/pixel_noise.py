@@ -62,6 +62,11 @@ def coloured(white, psd: dict):
     return torch.fft.ifft2(spec).real.to(white.dtype)
 
 
+def image_seed(seed: int, i: int) -> int:
+    """The seed of image ``i``'s own random stream: the same whatever batch the image is sampled in."""
+    return (int(seed) * 1_000_003 + int(i) + 1) % (2**63)
+
+
 def add_pixel_noise(x, sigma: float, seed: int, first: int, clip: bool = True, psd: dict | None = None):
     """Add Gaussian pixel noise to (B, 1, H, W) images; image ``first + i`` gets its own seeded stream.
 
@@ -75,7 +80,7 @@ def add_pixel_noise(x, sigma: float, seed: int, first: int, clip: bool = True, p
         return x
     out = x.clone()
     for i in range(len(x)):
-        g = torch.Generator().manual_seed((int(seed) * 1_000_003 + first + i + 1) % (2**63))
+        g = torch.Generator().manual_seed(image_seed(seed, first + i))
         white = torch.randn(x[i].shape, generator=g)  # the same stream on any device
         noise = sigma * white if psd is None else coloured(white[0], psd)[None]
         out[i] += noise.to(x.device)

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._progress import Progress, run
-from .pixel_noise import add_pixel_noise
+from .pixel_noise import add_pixel_noise, image_seed
 
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 2.0
@@ -225,8 +225,8 @@ def sample(
                 cond = mask_condition(torch.from_numpy(fg[sl]), factor, (len(idx), *lat_shape[2:])).to(device)
             sched = sampling_scheduler(sampler, gen.denoiser_card.get("schedule"))
             # a stochastic sampler's step noise: one seeded stream per image (independent of the batch size)
-            step_g = ([torch.Generator(device).manual_seed((int(seed) * 1_000_003 + i + 1) % (2**63) ^ 0x5DE)
-                       for i in idx] if sampler in STOCHASTIC else g)
+            step_g = ([torch.Generator(device).manual_seed(image_seed(seed, i) ^ 0x5DE) for i in idx]
+                      if sampler.lower() in STOCHASTIC else g)
             loop = denoise(gen.denoiser, sched, noise[sl].to(device), cond, steps, guidance, generator=step_g)
         while True:
             try:

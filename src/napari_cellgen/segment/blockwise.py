@@ -247,7 +247,7 @@ def segment_blockwise_iter(
             "tta": opt.views, "independent": independent, "threshold": opt.threshold,
             "fill_holes": opt.fill_holes,
             "mode": opt.mode, "split": opt.split, "median": opt.median, "threads": threads,
-            "upsample": opt.upsample, "z_smooth": opt.z_smooth and opt.mode == "3d" and not independent,
+            "upsample": opt.upsample, "z_smooth": opt.smooths_z(opt.mode, independent),
             "labels_path": writer.array_path, "prob_path": pwriter.array_path if pwriter else None,
         }
         model_arg, src_arg = (net, card), src

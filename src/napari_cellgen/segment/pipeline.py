@@ -97,6 +97,10 @@ class SegmentOptions:
                 number(v, "--pixel-size", lo=0, hi=1e6, lo_open=True)
         return self
 
+    def smooths_z(self, mode: str, independent: bool) -> bool:
+        """Whether :attr:`z_smooth` applies: to 3D labels of a volume whose slices are each other's context."""
+        return self.z_smooth and mode == "3d" and not independent
+
 
 # the former attribute names, read-only (the keywords are InitVars above)
 SegmentOptions.tta = property(lambda self: self.views, doc="former name of ``views``")
@@ -230,7 +234,7 @@ def segment_iter(
     n = yield from label_stack(
         prob_out, labels_out, threshold=opt.threshold, min_size=opt.min_size, fill_holes=opt.fill_holes,
         mode=mode if image.ndim == 3 else "2d", split=opt.split, median=opt.median,
-        z_smooth=opt.z_smooth and mode == "3d" and not (independent or own_context),
+        z_smooth=opt.smooths_z(mode if image.ndim == 3 else "2d", independent or own_context),
     )
     table = None
     if opt.measure:
